@@ -1,0 +1,272 @@
+"""``llmrelease``: thin command line over the flows. Parses, calls, prints, maps errors to exit codes.
+
+Exit codes: 0 promoted / already champion / ok, 1 gates failed (nothing promoted), 2 invalid input,
+3 not promoted because the champion moved during the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from llmrelease.errors import LLMReleaseError
+from llmrelease.report import console as report_console
+
+app = typer.Typer(
+    name="llmrelease",
+    help="Release pipeline for LLM apps: specs in Git -> MLflow -> vLLM batch evaluation -> gates -> "
+    "aliases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option(
+        "--project",
+        "-p",
+        help="Project directory holding registry/ and evalsets/.",
+        exists=True,
+        file_okay=False,
+        resolve_path=True,
+    ),
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<project>/.llmrelease/mlflow.db.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show vLLM's and Prefect's own logs.")]
+
+
+def _quiet(verbose: bool) -> None:
+    from llmrelease.runtime import configure
+
+    configure(verbose=verbose)
+
+
+@contextmanager
+def _stdout_for_json(enabled: bool):
+    """With --json, everything else (including engine subprocesses) writes to stderr; the report
+    alone goes to the real stdout."""
+    if not enabled:
+        yield lambda text: print(text)
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield lambda text: os.write(saved, (text + "\n").encode())
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _fail(exc: LLMReleaseError) -> None:
+    from rich.text import Text
+
+    err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+def _preflight(project: Path, app_name: str, prompt: Path | None, model: Path | None) -> None:
+    """Validate specs and every evalset row before starting Prefect: bad input fails in a second,
+    with file, line and field, and nothing is registered."""
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evalsets import read_evalset
+
+    spec = load_app(project, app_name, prompt_file=prompt, model_file=model)
+    for ref in spec.evalsets:
+        read_evalset(ref, spec.prompt.variables)
+
+
+def run_release(
+    app_name: str,
+    project: Path,
+    *,
+    prompt: Path | None = None,
+    model: Path | None = None,
+    git_commit: str | None = None,
+    tracking_uri: str | None = None,
+    store_dir: Path | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Preflight, then the release flow; returns (outcome dict, MLflow UI command)."""
+    from llmrelease.store import resolve_store
+
+    _preflight(project, app_name, prompt, model)
+    store = resolve_store(project, tracking_uri, store_dir=store_dir)
+    from llmrelease.flows.release import release_flow
+
+    outcome = release_flow(
+        app=app_name,
+        project_dir=str(project),
+        prompt_file=str(prompt) if prompt else None,
+        model_file=str(model) if model else None,
+        git_commit=git_commit,
+        tracking_uri=store.tracking_uri,
+        artifact_root=store.artifact_root,
+    )
+    return outcome, store.ui_command
+
+
+@app.command()
+def release(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    prompt: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompt",
+            help="Release this prompt spec instead of registry/APP/prompt.yaml (an experiment).",
+            exists=True,
+            dir_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Release this model spec instead of registry/APP/model.yaml.",
+            exists=True,
+            dir_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
+    git_commit: Annotated[
+        str | None, typer.Option(help="Commit to record. Default: the project's HEAD.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate APP's candidate against its gates and promote it to champion if every gate passes.
+
+    Exit 0: promoted or already champion. 1: a gate failed, nothing promoted. 2: invalid input
+    (file, line and field are named; nothing registered). 3: the champion moved meanwhile.
+    """
+    _quiet(verbose)
+    from llmrelease.report import outcome_panel
+
+    with _stdout_for_json(as_json) as emit:
+        try:
+            outcome, ui = run_release(
+                app_name,
+                project,
+                prompt=prompt,
+                model=model,
+                git_commit=git_commit,
+                tracking_uri=tracking_uri,
+            )
+        except LLMReleaseError as exc:
+            _fail(exc)
+        if as_json:
+            emit(json.dumps({**outcome, "mlflow_ui": ui}, indent=2, default=str))
+        else:
+            report_console().print(outcome_panel(outcome, ui))
+    raise typer.Exit(outcome["exit_code"])
+
+
+@app.command()
+def status(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which model and prompt versions hold champion, challenger and previous-champion."""
+    _quiet(False)
+    from llmrelease.mlflow_registry import MlflowRegistry
+    from llmrelease.project import list_apps
+    from llmrelease.report import status_table
+    from llmrelease.store import resolve_store
+    from llmrelease.tasks.status import app_status
+
+    try:
+        apps = list_apps(project)
+        if app_name not in apps:
+            from llmrelease.errors import UnknownNameError
+
+            raise UnknownNameError("app", app_name, apps)
+    except LLMReleaseError as exc:
+        _fail(exc)
+    store = resolve_store(project, tracking_uri)
+    st = app_status(MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root), app_name)
+    if as_json:
+        print(json.dumps(st, indent=2, default=str))
+        return
+    report_console().print(status_table(st))
+    report_console().print(f"{st['versions']} registered version(s) in {st['tracking_uri']}")
+
+
+@app.command()
+def rollback(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Move champion back to previous-champion (model and prompt aliases) and clear previous-champion."""
+    _quiet(False)
+    from llmrelease.mlflow_registry import MlflowRegistry
+    from llmrelease.store import resolve_store
+
+    store = resolve_store(project, tracking_uri)
+    try:
+        restored, demoted = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root).rollback(
+            app_name
+        )
+    except LLMReleaseError as exc:
+        _fail(exc)
+    report_console().print(
+        f"[bold green]rolled back[/] {app_name}: champion is v{restored.version} again "
+        f"(was v{demoted.version}); previous-champion cleared"
+    )
+
+
+@app.command()
+def demo(
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            "--project",
+            "-p",
+            help="Project with the demo app. Default: this checkout.",
+            file_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the bundled support-triage demo on a fresh local store: a first release (baseline prompt),
+    a better candidate that is promoted, and a worse one that the gates reject."""
+    _quiet(verbose)
+    from llmrelease.demo import run_demo
+
+    try:
+        code = run_demo(project)
+    except LLMReleaseError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""One engine interface for every backend: conversations in, generations with serving measurements out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from llmrelease.specs import SamplingSpec
+
+__all__ = ["Engine", "Generation", "GenerationBatch", "Progress"]
+
+Messages = list[dict[str, str]]
+Progress = Callable[[int], None]
+"""Called with the number of items that just finished."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    latency_s: float
+    """From batch submission to this item's last token."""
+    ttft_s: float | None
+    """From batch submission to this item's first token (queueing included: it is a batch)."""
+    finish_reason: str | None = None
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first."""
+        if self.ttft_s is None or self.output_tokens < 2:
+            return None
+        return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class GenerationBatch:
+    generations: list[Generation]
+    wall_s: float
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(g.output_tokens for g in self.generations)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class Engine(Protocol):
+    def generate(
+        self,
+        conversations: list[Messages],
+        sampling: SamplingSpec,
+        *,
+        response_schema: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> GenerationBatch: ...

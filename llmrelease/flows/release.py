@@ -1,0 +1,103 @@
+"""The release flow, written like the runbook it replaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.tasks.prefect_tasks import (
+    champion_scores_task,
+    evaluate_task,
+    gate_task,
+    load_app_task,
+    load_evalsets_task,
+    log_task,
+    promote_task,
+    register_candidate_task,
+)
+from llmrelease.tasks.release import ReleaseOutcome
+
+__all__ = ["release", "release_flow"]
+
+
+def release(
+    app: str,
+    *,
+    project: Path,
+    prompt_file: Path | None = None,
+    model_file: Path | None = None,
+    git_commit: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
+) -> ReleaseOutcome:
+    # 1. Read and validate everything first: bad input stops here, before anything is registered.
+    spec, commit = load_app_task(project, app, prompt_file, model_file, git_commit)
+    evalsets = load_evalsets_task(spec)
+    registry = MlflowRegistry(tracking_uri, artifact_root=artifact_root)
+
+    # 2. Register the candidate (prompt version + model version), or find it if unchanged.
+    candidate = register_candidate_task(registry, spec, evalsets, commit)
+    champion_before = candidate.champion.version if candidate.champion else None
+    if candidate.is_champion:
+        return ReleaseOutcome(
+            app,
+            "already_champion",
+            candidate.version.version,
+            candidate.prompt_version,
+            champion_before,
+            champion_before,
+            registry.tracking_uri,
+            run_id=candidate.version.eval_run_id,
+            notes=[f"v{candidate.version.version} is already the champion: nothing to do"],
+        )
+
+    # 3. Evaluate the candidate in one batch, and get the champion's scores on the same items.
+    evaluation = evaluate_task(spec, evalsets)
+    champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
+
+    # 4. Gate, record everything, and promote only if every gate passed.
+    report = gate_task(spec, evaluation, champion_items, candidate)
+    run_id = log_task(registry, spec, evalsets, candidate, evaluation, report, champion_source)
+    status, note = promote_task(registry, candidate, report, run_id)
+
+    after = registry.alias(app, "champion")
+    return ReleaseOutcome(
+        app,
+        status,
+        candidate.version.version,
+        candidate.prompt_version,
+        champion_before,
+        after.version if after else None,
+        registry.tracking_uri,
+        run_id=run_id,
+        report=report.to_dict(),
+        metrics=evaluation.metrics,
+        notes=[f"champion scores: {champion_source}", note],
+    )
+
+
+@flow(name="release", log_prints=True, validate_parameters=True)
+def release_flow(
+    app: str,
+    project_dir: str = ".",
+    prompt_file: str | None = None,
+    model_file: str | None = None,
+    git_commit: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
+) -> dict[str, Any]:
+    """Release one app: validate specs and evalsets, register the candidate, evaluate it on vLLM,
+    compare it with the champion, apply the gates and move the aliases only if every gate passed."""
+    outcome = release(
+        app,
+        project=Path(project_dir).resolve(),
+        prompt_file=Path(prompt_file).resolve() if prompt_file else None,
+        model_file=Path(model_file).resolve() if model_file else None,
+        git_commit=git_commit,
+        tracking_uri=tracking_uri,
+        artifact_root=artifact_root,
+    )
+    return outcome.to_dict()

@@ -1,0 +1,343 @@
+"""The MLflow adapter: the only module that imports mlflow.
+
+Prompt versions live in the Prompt Registry (``<app>-prompt``; prompts and registered models share
+one namespace in open-source MLflow), candidates are versions of the registered model ``<app>``,
+and aliases (challenger, champion, previous-champion) are set on both. Every write is idempotent
+where it can be: re-running on unchanged files finds the existing versions by content hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from llmrelease.errors import InputError, PromotionConflict
+
+__all__ = [
+    "CHAMPION",
+    "CHALLENGER",
+    "PREVIOUS",
+    "TAG",
+    "VersionInfo",
+    "MlflowRegistry",
+    "prompt_name",
+    "model_name",
+    "experiment_name",
+]
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+TAG = "llmrelease."
+
+
+def prompt_name(app: str) -> str:
+    return f"{app}-prompt"
+
+
+def model_name(app: str) -> str:
+    return app
+
+
+def experiment_name(app: str) -> str:
+    return f"llmrelease/{app}"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered candidate, as the registry knows it."""
+
+    version: str
+    tags: dict[str, str]
+
+    @property
+    def prompt_version(self) -> int | None:
+        v = self.tags.get(TAG + "prompt_version")
+        return int(v) if v else None
+
+    @property
+    def eval_run_id(self) -> str | None:
+        return self.tags.get(TAG + "eval_run_id")
+
+    @property
+    def candidate_key(self) -> str | None:
+        return self.tags.get(TAG + "candidate_key")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class MlflowRegistry:
+    def __init__(self, tracking_uri: str | None = None, *, artifact_root: str | None = None) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+        self.tracking_uri = mlflow.get_tracking_uri()
+        self.artifact_root = artifact_root or os.environ.get("LLMRELEASE_ARTIFACT_ROOT") or None
+        self.client = MlflowClient()
+        self._mlflow = mlflow
+
+    # ------------------------------------------------------------------------------------ prompts
+
+    def _prompt_versions(self, name: str) -> list[Any]:
+        from mlflow.exceptions import MlflowException
+
+        out: list[Any] = []
+        token = None
+        try:
+            while True:
+                page = self.client.search_prompt_versions(name, max_results=100, page_token=token)
+                out.extend(page)
+                token = page.token
+                if not token:
+                    return out
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+                return out
+            raise
+
+    def ensure_prompt_version(
+        self,
+        app: str,
+        template: list[dict[str, str]],
+        *,
+        content_hash: str,
+        commit_message: str,
+        tags: dict[str, str],
+    ) -> tuple[int, bool]:
+        """The prompt version with this content, registering it only if it does not exist yet."""
+        name = prompt_name(app)
+        for pv in self._prompt_versions(name):
+            if pv.tags.get(TAG + "content_hash") == content_hash:
+                return int(pv.version), False
+        pv = self._mlflow.genai.register_prompt(
+            name=name,
+            template=template,
+            commit_message=commit_message,
+            tags={**tags, TAG + "content_hash": content_hash, TAG + "app": app},
+        )
+        return int(pv.version), True
+
+    def load_prompt_template(self, app: str, version: int) -> list[dict[str, str]]:
+        pv = self.client.get_prompt_version(prompt_name(app), version)
+        template = pv.template
+        return json.loads(template) if isinstance(template, str) else list(template)
+
+    def prompt_alias(self, app: str, alias: str) -> int | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return int(self.client.get_prompt_version_by_alias(prompt_name(app), alias).version)
+        except MlflowException:
+            return None
+
+    # ------------------------------------------------------------------------------------- models
+
+    def versions(self, app: str) -> list[VersionInfo]:
+        name = model_name(app)
+        found = self.client.search_model_versions(f"name='{name}'")
+        return sorted(
+            (VersionInfo(str(mv.version), dict(mv.tags)) for mv in found), key=lambda v: int(v.version)
+        )
+
+    def find_candidate(self, app: str, candidate_key: str) -> VersionInfo | None:
+        for v in self.versions(app):
+            if v.candidate_key == candidate_key:
+                return v
+        return None
+
+    def ensure_model_version(
+        self,
+        app: str,
+        *,
+        candidate_key: str,
+        prompt_version: int,
+        params: dict[str, str],
+        tags: dict[str, str],
+    ) -> tuple[VersionInfo, bool]:
+        """The model version for this candidate (model spec + prompt version), created only once.
+
+        A config-only LoggedModel carries the spec as params and is linked to its prompt version.
+        """
+        from mlflow.exceptions import MlflowException
+
+        existing = self.find_candidate(app, candidate_key)
+        if existing is not None:
+            self.set_version_tags(app, existing.version, tags)
+            return VersionInfo(existing.version, {**existing.tags, **tags}), False
+        name = model_name(app)
+        try:
+            self.client.create_registered_model(
+                name, tags={TAG + "app": app}, description=f"llmrelease candidates of app '{app}'"
+            )
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        exp_id = self.experiment_id(app)
+        logged = self._mlflow.create_external_model(
+            name=app,
+            params=params,
+            tags={TAG + "candidate_key": candidate_key},
+            model_type="llm-candidate",
+            experiment_id=exp_id,
+        )
+        self.client.link_prompt_version_to_model(prompt_name(app), str(prompt_version), logged.model_id)
+        all_tags = {
+            **tags,
+            TAG + "candidate_key": candidate_key,
+            TAG + "prompt_version": str(prompt_version),
+            TAG + "logged_model_id": logged.model_id,
+        }
+        mv = self._mlflow.register_model(f"models:/{logged.model_id}", name, tags=all_tags)
+        return VersionInfo(str(mv.version), all_tags), True
+
+    def set_version_tags(self, app: str, version: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(model_name(app), version, k, v)
+
+    def alias(self, app: str, alias: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(model_name(app), alias)
+        except MlflowException:
+            return None
+        return VersionInfo(str(mv.version), dict(mv.tags))
+
+    def set_challenger(self, app: str, candidate: VersionInfo) -> None:
+        self.client.set_registered_model_alias(model_name(app), CHALLENGER, candidate.version)
+        if candidate.prompt_version is not None:
+            self._mlflow.genai.set_prompt_alias(prompt_name(app), CHALLENGER, candidate.prompt_version)
+
+    def _point(self, app: str, alias: str, target: VersionInfo | None) -> None:
+        if target is None:
+            for delete in (
+                lambda: self.client.delete_registered_model_alias(model_name(app), alias),
+                lambda: self._mlflow.genai.delete_prompt_alias(prompt_name(app), alias),
+            ):
+                with contextlib.suppress(Exception):  # absent alias: nothing to delete
+                    delete()
+            return
+        self.client.set_registered_model_alias(model_name(app), alias, target.version)
+        if target.prompt_version is not None:
+            self._mlflow.genai.set_prompt_alias(prompt_name(app), alias, target.prompt_version)
+
+    def promote(
+        self, app: str, candidate: VersionInfo, *, expected_champion: str | None, run_id: str
+    ) -> None:
+        """Move champion to ``candidate`` and previous-champion to the old one, model and prompt.
+
+        Compare-and-set: if the champion is no longer the one the candidate was compared against,
+        nothing moves. MLflow has no transactional alias update, so the check is re-done right
+        before the write and the result verified after.
+        """
+        current = self.alias(app, CHAMPION)
+        current_version = current.version if current else None
+        if current_version != expected_champion:
+            raise PromotionConflict(
+                f"champion of '{app}' moved from {expected_champion or 'none'} to "
+                f"{current_version or 'none'} "
+                "while the candidate was evaluated; not promoting. Re-run the release to compare against "
+                "the new champion."
+            )
+        self._point(app, PREVIOUS, current)
+        self._point(app, CHAMPION, candidate)
+        self._point(app, CHALLENGER, None)
+        self.set_version_tags(
+            app, candidate.version, {TAG + "promoted_at": _now(), TAG + "promoted_by_run": run_id}
+        )
+        after = self.alias(app, CHAMPION)
+        if after is None or after.version != candidate.version:
+            raise PromotionConflict(
+                f"champion of '{app}' was changed concurrently during promotion; check the registry"
+            )
+
+    def rollback(self, app: str) -> tuple[VersionInfo, VersionInfo]:
+        """champion <- previous-champion; previous-champion is cleared. Returns (restored, demoted)."""
+        champion = self.alias(app, CHAMPION)
+        previous = self.alias(app, PREVIOUS)
+        if champion is None:
+            raise InputError(f"app '{app}' has no champion to roll back")
+        if previous is None:
+            raise InputError(
+                f"app '{app}' has no previous-champion; nothing to roll back to",
+                fix="release an earlier candidate instead, or set the alias in the MLflow UI",
+            )
+        self._point(app, CHAMPION, previous)
+        self._point(app, PREVIOUS, None)
+        self.set_version_tags(app, champion.version, {TAG + "rolled_back_at": _now()})
+        self.set_version_tags(app, previous.version, {TAG + "restored_at": _now()})
+        return previous, champion
+
+    # --------------------------------------------------------------------------------------- runs
+
+    def experiment_id(self, app: str) -> str:
+        exp = self.client.get_experiment_by_name(experiment_name(app))
+        if exp is not None:
+            return exp.experiment_id
+        location = f"{self.artifact_root.rstrip('/')}/{app}" if self.artifact_root else None
+        return self.client.create_experiment(
+            experiment_name(app), artifact_location=location, tags={TAG + "app": app}
+        )
+
+    def log_evaluation(
+        self,
+        app: str,
+        *,
+        run_name: str,
+        params: dict[str, str],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        table: dict[str, list[Any]],
+        artifacts: dict[str, Any],
+        datasets: list[tuple[Any, str, str]],
+    ) -> str:
+        """One MLflow run per evaluation; metrics in one batched call.
+
+        ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""
+        mlflow = self._mlflow
+        from mlflow.entities import Metric, Param, RunTag
+
+        exp_id = self.experiment_id(app)
+        run = self.client.create_run(exp_id, run_name=run_name, tags={TAG + "app": app, **tags})
+        run_id = run.info.run_id
+        try:
+            now = int(datetime.now(UTC).timestamp() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            for ds, name, digest in datasets:
+                dataset = mlflow.data.from_huggingface(ds, name=name, digest=digest)
+                with mlflow.start_run(run_id=run_id, nested=False):
+                    mlflow.log_input(dataset, context="evaluation")
+            self.client.log_table(run_id, data=table, artifact_file="eval/items.json")
+            for path, obj in artifacts.items():
+                self.client.log_dict(run_id, obj, path)
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def dataset_digest(self, ds: Any, name: str) -> str:
+        return self._mlflow.data.from_huggingface(ds, name=name).digest
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def load_artifact_dict(self, run_id: str, path: str) -> dict[str, Any]:
+        return self._mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+
+    def run_url(self, run_id: str) -> str:
+        run = self.client.get_run(run_id)
+        return f"#/experiments/{run.info.experiment_id}/runs/{run_id}"

@@ -1,0 +1,119 @@
+"""Human-readable reports (rich tables) of a release outcome and of an app's status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["gate_table", "outcome_panel", "status_table"]
+
+_VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
+_STATUS = {
+    "promoted": ("PROMOTED", "green"),
+    "already_champion": ("ALREADY CHAMPION", "green"),
+    "rejected": ("REJECTED", "red"),
+    "conflict": ("NOT PROMOTED (champion moved)", "yellow"),
+}
+
+
+def _num(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def gate_table(report: dict[str, Any]) -> Table:
+    conf = report.get("bootstrap", {}).get("confidence", 0.95)
+    table = Table(title="Gate report", header_style="bold")
+    table.add_column("gate", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right")
+    table.add_column("rule")
+    table.add_column("champion", justify="right")
+    table.add_column(f"delta [{conf:.0%} CI]", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for g in report.get("gates", []):
+        delta = "-"
+        if g.get("delta") is not None:
+            delta = f"{_num(g['delta'], True)} [{_num(g['ci_low'], True)}, {_num(g['ci_high'], True)}]"
+        table.add_row(
+            g["name"],
+            g["metric"],
+            _num(g["value"]),
+            g["threshold"],
+            _num(g.get("champion_value")),
+            delta,
+            Text(g["verdict"].upper(), style=_VERDICT_STYLE[g["verdict"]]),
+        )
+    return table
+
+
+def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Panel:
+    label, color = _STATUS[outcome["status"]]
+    lines = [
+        f"app [bold]{outcome['app']}[/]: candidate model version [bold]v{outcome['candidate_version']}[/] "
+        f"(prompt version {outcome['prompt_version']})",
+        f"champion: {_v(outcome['champion_before'])} -> {_v(outcome['champion_after'])}",
+    ]
+    m = outcome.get("metrics") or {}
+    if m:
+        serving = (
+            f"generation: {m.get('serving.items', 0):.0f} items, "
+            f"{m.get('serving.tokens_per_s', 0):.0f} output tokens/s, "
+            f"latency p50 {m.get('serving.latency_p50_s', 0):.2f}s"
+        )
+        if "serving.ttft_p50_s" in m:
+            serving += f", TTFT p50 {m['serving.ttft_p50_s']:.2f}s"
+        if "cost.per_1k_requests" in m:
+            serving += f", cost {m['cost.per_1k_requests']:.4f} per 1k requests"
+        lines.append(serving)
+    lines += [f"- {n}" for n in outcome.get("notes", [])]
+    if outcome.get("run_id"):
+        lines.append(f"MLflow run: {outcome['run_id']}  ({outcome['tracking_uri']})")
+    if ui_command:
+        lines.append(f"open the MLflow UI: [bold]{ui_command}[/]")
+    parts: list[Any] = []
+    if outcome.get("report"):
+        parts.append(gate_table(outcome["report"]))
+    parts.append(Text.from_markup("\n".join(lines)))
+    return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    table = Table(title=f"{status['app']}: aliases", header_style="bold")
+    for col in (
+        "alias",
+        "model version",
+        "prompt version",
+        "verdict",
+        "git commit",
+        "key metrics",
+        "eval run",
+    ):
+        table.add_column(col)
+    for row in status["aliases"]:
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()))
+        table.add_row(
+            row["alias"],
+            _v(row.get("version")),
+            str(row.get("prompt_version") or "-"),
+            row.get("verdict") or "-",
+            (row.get("git_commit") or "-")[:12],
+            metrics or "-",
+            row.get("eval_run_id") or "-",
+        )
+    return table
+
+
+def console() -> Console:
+    """A console at least 120 columns wide when not on a terminal, so logs keep tables readable."""
+    c = Console()
+    return c if c.is_terminal else Console(width=max(c.width, 120))

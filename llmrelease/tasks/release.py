@@ -1,0 +1,260 @@
+"""The release steps as plain functions: register, compare with the champion, log, promote.
+
+The Prefect flow calls these through thin tasks; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmrelease.engines.base import Progress
+from llmrelease.errors import PromotionConflict
+from llmrelease.mlflow_registry import TAG, MlflowRegistry, VersionInfo
+from llmrelease.project import AppSpec
+from llmrelease.specs import ModelSpec, PromptSpec, content_hash
+from llmrelease.tasks.evalsets import Evalset
+from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate, load_engine
+from llmrelease.tasks.gates import GateReport, evaluate_gates
+
+__all__ = [
+    "Candidate",
+    "ReleaseOutcome",
+    "candidate_key",
+    "register_candidate",
+    "champion_item_scores",
+    "log_evaluation",
+    "promote",
+]
+
+Status = Literal["promoted", "rejected", "already_champion", "conflict"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    app: str
+    version: VersionInfo
+    created: bool
+    prompt_version: int
+    prompt_created: bool
+    champion: VersionInfo | None
+    """The champion when the release started: what the candidate is compared against (compare-and-set)."""
+    digests: dict[str, str]
+    git_commit: str
+
+    @property
+    def is_champion(self) -> bool:
+        return self.champion is not None and self.champion.version == self.version.version
+
+
+@dataclass
+class ReleaseOutcome:
+    app: str
+    status: Status
+    candidate_version: str
+    prompt_version: int
+    champion_before: str | None
+    champion_after: str | None
+    tracking_uri: str
+    run_id: str | None = None
+    report: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"promoted": 0, "already_champion": 0, "rejected": 1, "conflict": 3}[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+def candidate_key(model: ModelSpec, prompt: PromptSpec) -> str:
+    return content_hash({"model": model.digest(), "prompt": prompt.digest()})
+
+
+def _flat(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(obj, dict) and obj and prefix not in ("response_schema", "engine.extra"):
+        for k, v in obj.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)
+    return out
+
+
+def register_candidate(
+    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], git_commit: str
+) -> Candidate:
+    """Register (or find) the prompt version and the model version of this candidate.
+
+    Called only after every spec and evalset row validated. A new candidate gets the challenger alias.
+    """
+    app = spec.name
+    digests = {ev.name: registry.dataset_digest(ev.dataset, ev.name) for ev in evalsets}
+    prompt_version, prompt_created = registry.ensure_prompt_version(
+        app,
+        spec.prompt.template(),
+        content_hash=spec.prompt.digest(),
+        commit_message=spec.prompt.description or f"{spec.prompt.version} from {git_commit}",
+        tags={TAG + "git_commit": git_commit, TAG + "spec_version": spec.prompt.version},
+    )
+    key = candidate_key(spec.model, spec.prompt)
+    params = _flat("", spec.model.model_dump(mode="json"), {})
+    params["prompt_version"] = str(prompt_version)
+    tags = {TAG + f"evalset.{name}.digest": d for name, d in digests.items()}
+    champion = registry.alias(app, "champion")
+    existing = registry.find_candidate(app, key)
+    if existing is None:
+        tags.update(
+            {
+                TAG + "git_commit": git_commit,
+                TAG + "model_spec_version": spec.model.version,
+                TAG + "prompt_spec_version": spec.prompt.version,
+                TAG + "model_spec_digest": spec.model.digest(),
+            }
+        )
+    version, created = registry.ensure_model_version(
+        app, candidate_key=key, prompt_version=prompt_version, params=params, tags=tags
+    )
+    candidate = Candidate(
+        app, version, created, prompt_version, prompt_created, champion, digests, git_commit
+    )
+    if not candidate.is_champion:
+        registry.set_challenger(app, version)
+    return candidate
+
+
+def champion_item_scores(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    candidate: Candidate,
+    *,
+    engine_factory: EngineFactory = load_engine,
+    progress: Progress | None = None,
+) -> tuple[dict[str, dict[str, float]] | None, str]:
+    """The champion's per-item scores on these evalsets: reused from its release run when the
+    evalsets are byte-for-byte the same (same digests), else measured again now."""
+    champion = candidate.champion
+    if champion is None:
+        return None, "no champion yet"
+    run_id = champion.eval_run_id
+    if not run_id:
+        return None, f"champion v{champion.version} has no llmrelease evaluation run (set by hand?)"
+    run_tags = registry.run_tags(run_id)
+    same = all(run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in candidate.digests.items())
+    if same:
+        return registry.load_artifact_dict(run_id, "item_scores.json"), f"reused from run {run_id}"
+    model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
+    prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+    again = evaluate(
+        model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
+    )
+    return (
+        again.scores.items,
+        f"re-evaluated champion v{champion.version} (evalsets changed since its release)",
+    )
+
+
+def _table(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    return {k: [r.get(k) for r in rows] for k in keys}
+
+
+def log_evaluation(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    candidate: Candidate,
+    evaluation: Evaluation,
+    report: GateReport,
+    champion_source: str,
+) -> str:
+    """One MLflow run: params, metrics (one batch), the per-item table, the gate report, the datasets."""
+    metrics = dict(evaluation.metrics)
+    metrics.update(evaluation.engine_info)
+    metrics["gates.passed"] = float(report.passed)
+    metrics["gates.failed_count"] = float(len(report.failed))
+    params = {
+        "app": spec.name,
+        "model_version": candidate.version.version,
+        "prompt_version": str(candidate.prompt_version),
+        "git_commit": candidate.git_commit,
+        "champion_version": candidate.champion.version if candidate.champion else "none",
+        "model_spec": spec.model.version,
+        "prompt_spec": spec.prompt.version,
+        "gate_policy": spec.gates.version,
+        "items": str(sum(len(ev.rows) for ev in evalsets)),
+    }
+    tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
+    tags[TAG + "verdict"] = "passed" if report.passed else "failed"
+    tags[TAG + "model_version"] = candidate.version.version
+    tags["mlflow.note.content"] = (
+        f"Gate verdict: {'PASSED' if report.passed else 'FAILED'}. Champion scores: {champion_source}."
+    )
+    artifacts = {
+        "gate_report.json": {**report.to_dict(), "champion_scores": champion_source},
+        "item_scores.json": evaluation.scores.items,
+        "candidate/model_spec.json": spec.model.model_dump(mode="json"),
+        "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
+        "candidate/gates.json": spec.gates.model_dump(mode="json"),
+    }
+    run_id = registry.log_evaluation(
+        spec.name,
+        run_name=f"{spec.name}-v{candidate.version.version}",
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        table=_table(evaluation.rows),
+        artifacts=artifacts,
+        datasets=[(ev.dataset, ev.name, candidate.digests[ev.name]) for ev in evalsets],
+    )
+    registry.set_version_tags(
+        spec.name,
+        candidate.version.version,
+        {TAG + "eval_run_id": run_id, TAG + "verdict": "passed" if report.passed else "failed"},
+    )
+    return run_id
+
+
+def promote(
+    registry: MlflowRegistry, candidate: Candidate, report: GateReport, run_id: str
+) -> tuple[Status, str]:
+    """Move the aliases only when every gate passed and the champion is still the one compared against."""
+    if not report.passed:
+        names = ", ".join(r.name for r in report.failed)
+        return "rejected", f"not promoted: gate(s) failed: {names}"
+    try:
+        registry.promote(
+            candidate.app,
+            candidate.version,
+            expected_champion=candidate.champion.version if candidate.champion else None,
+            run_id=run_id,
+        )
+    except PromotionConflict as exc:
+        return "conflict", str(exc)
+    before = f"v{candidate.champion.version}" if candidate.champion else "none"
+    return "promoted", f"promoted v{candidate.version.version} to champion (previous champion: {before})"
+
+
+def gate(
+    spec: AppSpec,
+    evaluation: Evaluation,
+    champion_items: dict[str, dict[str, float]] | None,
+    candidate: Candidate,
+) -> GateReport:
+    return evaluate_gates(
+        spec.gates,
+        evaluation.metrics,
+        evaluation.scores.items,
+        champion_items,
+        champion_version=candidate.champion.version if candidate.champion else None,
+    )
+
+
+def project_path(p: str | Path | None) -> Path | None:
+    return Path(p).resolve() if p else None
