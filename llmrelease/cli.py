@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,17 +61,18 @@ def _quiet(verbose: bool) -> None:
 
 
 @contextmanager
-def _stdout_for_json(enabled: bool):
-    """With --json, everything else (including engine subprocesses) writes to stderr; the report
-    alone goes to the real stdout."""
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """With --json, everything but the report (including engine subprocesses, which inherit fd 1)
+    writes to stderr, so stdout carries exactly one JSON document."""
     if not enabled:
-        yield lambda text: print(text)
+        yield
         return
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        yield lambda text: os.write(saved, (text + "\n").encode())
+        with redirect_stdout(sys.stderr):
+            yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
@@ -163,7 +165,7 @@ def release(
     _quiet(verbose)
     from llmrelease.report import outcome_panel
 
-    with _stdout_for_json(as_json) as emit:
+    with _stdout_to_stderr(as_json):
         try:
             outcome, ui = run_release(
                 app_name,
@@ -175,10 +177,10 @@ def release(
             )
         except LLMReleaseError as exc:
             _fail(exc)
-        if as_json:
-            emit(json.dumps({**outcome, "mlflow_ui": ui}, indent=2, default=str))
-        else:
-            report_console().print(outcome_panel(outcome, ui))
+    if as_json:
+        print(json.dumps({**outcome, "mlflow_ui": ui}, indent=2, default=str))
+    else:
+        report_console().print(outcome_panel(outcome, ui))
     raise typer.Exit(outcome["exit_code"])
 
 

@@ -77,11 +77,18 @@ class MlflowRegistry:
 
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if uri:
+            # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; in a long-lived process that
+            # would silently redirect the next release to this store. Keep the environment as it was.
+            saved = os.environ.get("MLFLOW_TRACKING_URI")
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)
+            if saved is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = saved
         self.tracking_uri = mlflow.get_tracking_uri()
         self.artifact_root = artifact_root or os.environ.get("LLMRELEASE_ARTIFACT_ROOT") or None
-        self.client = MlflowClient()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._mlflow = mlflow
 
     # ------------------------------------------------------------------------------------ prompts

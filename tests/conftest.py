@@ -1,0 +1,43 @@
+"""Shared fixtures. The vLLM engine is shared by the whole session through the engine cache in
+``llmrelease.engines.vllm_offline`` (one start-up, ~40 s on CPU); each e2e module gets its own MLflow
+store and its own copy of the demo project, committed to a throwaway Git repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from llmrelease.runtime import configure
+
+    configure(verbose=False)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the demo project (registry/, evalsets/, examples/) as its own Git repository."""
+    for part in ("registry", "evalsets", "examples"):
+        shutil.copytree(REPO / part, dest / part)
+    git = ["git", "-C", str(dest), "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "specs"], check=True)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return copy_project(tmp_path / "project")

@@ -1,0 +1,57 @@
+"""Evalset rows: a bad line is reported with its file and line number; good rows become a Dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmrelease.errors import EvalsetError
+from llmrelease.project import EvalsetRef
+from llmrelease.specs import EvalsetCard
+from llmrelease.tasks.evalsets import read_evalset
+
+CARD = EvalsetCard(version="c1", description="d", scorers=[{"name": "acc", "kind": "exact_match"}])
+GOOD = {"id": "a", "vars": {"ticket": "hello"}, "reference": "x", "tags": ["t"]}
+
+
+def ref_for(tmp_path: Path, lines: list[str]) -> EvalsetRef:
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return EvalsetRef("set", path, CARD, tmp_path / "set.card.yaml")
+
+
+def good(i: int) -> str:
+    return json.dumps({**GOOD, "id": f"r{i}"})
+
+
+def test_valid_rows_load_in_order(tmp_path: Path) -> None:
+    rows = read_evalset(ref_for(tmp_path, [good(1), "", good(2)]), ["ticket"])
+    assert [r.id for r in rows] == ["r1", "r2"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "match"),
+    [
+        ('{"id": "x", "vars": {"ticket": "t"}, "reference": "r"', None, "not valid JSON"),
+        ('["a list"]', None, "must be a JSON object"),
+        ('{"id": "x", "vars": {"ticket": "t"}}', "reference", "required field is missing"),
+        ('{"id": "x", "vars": {"ticket": "t"}, "reference": "r", "lable": 1}', "lable", "unknown field"),
+        ('{"id": "x", "vars": {"other": "t"}, "reference": "r"}', "vars", "missing template variable"),
+        ('{"id": "", "vars": {"ticket": "t"}, "reference": "r"}', "id", "at least 1 character"),
+        ('{"id": "r1", "vars": {"ticket": "t"}, "reference": "r"}', "id", "duplicate id 'r1'"),
+    ],
+)
+def test_bad_line_names_file_line_and_field(tmp_path: Path, bad: str, field: str | None, match: str) -> None:
+    ref = ref_for(tmp_path, [good(1), good(2), bad, good(3)])
+    with pytest.raises(EvalsetError, match=match) as info:
+        read_evalset(ref, ["ticket"])
+    assert info.value.line == 3
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{ref.path}:3")
+
+
+def test_empty_evalset_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(EvalsetError, match="empty"):
+        read_evalset(ref_for(tmp_path, [""]), ["ticket"])

@@ -1,0 +1,54 @@
+"""Loading an app from a project directory: lookups list what exists, cross-checks name the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmrelease.errors import SpecError, UnknownNameError
+from llmrelease.project import git_commit, list_apps, load_app
+
+
+def test_demo_app_loads_with_its_metrics(project: Path) -> None:
+    spec = load_app(project, "support-triage")
+    assert spec.prompt.variables == ["ticket"]
+    assert "tickets.category_accuracy" in spec.metric_names
+    assert [e.name for e in spec.evalsets] == ["tickets"]
+
+
+def test_unknown_app_lists_available_apps(project: Path) -> None:
+    with pytest.raises(UnknownNameError, match="unknown app 'suport-triage'; available: support-triage"):
+        load_app(project, "suport-triage")
+
+
+def test_gate_on_unknown_metric_names_the_line(project: Path) -> None:
+    gates = project / "registry/support-triage/gates.yaml"
+    gates.write_text(gates.read_text().replace("metric: tickets.json_valid", "metric: tickets.json_validity"))
+    with pytest.raises(SpecError, match="unknown metric 'tickets.json_validity'; available: ") as info:
+        load_app(project, "support-triage")
+    assert info.value.field == "gates[1].metric"
+    assert info.value.line is not None
+    assert "metric: tickets.json_validity" in gates.read_text().splitlines()[info.value.line - 1]
+
+
+def test_evalset_without_card_is_an_error(project: Path) -> None:
+    (project / "evalsets/support-triage/tickets.card.yaml").unlink()
+    with pytest.raises(SpecError, match="evalset has no card"):
+        load_app(project, "support-triage")
+
+
+def test_app_without_evalsets_is_an_error(project: Path) -> None:
+    for f in (project / "evalsets/support-triage").iterdir():
+        f.unlink()
+    with pytest.raises(SpecError, match="no evalsets for this app"):
+        load_app(project, "support-triage")
+
+
+def test_list_apps_and_git_commit(project: Path, tmp_path: Path) -> None:
+    assert list_apps(project) == ["support-triage"]
+    sha = git_commit(project)
+    assert len(sha) == 40
+    (project / "registry/support-triage/prompt.yaml").write_text("version: x\n")
+    assert git_commit(project) == sha + "+dirty"
+    assert git_commit(tmp_path / "nowhere") == "unknown"

