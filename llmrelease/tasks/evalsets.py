@@ -5,6 +5,7 @@ A bad line stops the release before anything is registered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from llmrelease.errors import EvalsetError
 from llmrelease.project import AppSpec, EvalsetRef
 from llmrelease.specs import EvalsetRow
 
-__all__ = ["Evalset", "read_evalset", "load_evalsets"]
+__all__ = ["Evalset", "read_evalset", "load_evalsets", "rows_digest"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class Evalset:
     ref: EvalsetRef
     rows: list[EvalsetRow]
     dataset: Any  # datasets.Dataset: columns id, vars, reference (JSON text), tags
+    digest: str
+    """sha256 (first 16 hex digits) over every row's canonical JSON. MLflow's own dataset digest
+    hashes only the first 10,000 rows and skips list columns, so it can miss a change."""
 
     @property
     def name(self) -> str:
@@ -94,10 +98,18 @@ def _to_dataset(rows: list[EvalsetRow]) -> Any:
     )
 
 
+def rows_digest(rows: list[EvalsetRow]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r.model_dump(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
 def load_evalsets(app: AppSpec) -> list[Evalset]:
     variables = app.prompt.variables
     out = []
     for ref in app.evalsets:
         rows = read_evalset(ref, variables)
-        out.append(Evalset(ref, rows, _to_dataset(rows)))
+        out.append(Evalset(ref, rows, _to_dataset(rows), rows_digest(rows)))
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrelease.engines.base import Engine, GenerationBatch, Progress
-from llmrelease.specs import ModelSpec, PromptSpec
+from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.scoring import Scores, score_outputs
 from llmrelease.tasks.serving import serving_metrics
@@ -46,7 +46,8 @@ def load_engine(
     t0 = time.perf_counter()
     model_dir = resolve_model_dir(model.source, project_root=project_root, spec_path=spec_path)
     resolve_s = time.perf_counter() - t0
-    engine, warm = get_engine(model.engine_key(), model_dir, model.engine)
+    key = content_hash({"model_dir": str(model_dir), "engine": model.engine.model_dump(mode="json")})
+    engine, warm = get_engine(key, model_dir, model.engine)
     return engine, {
         "engine.warm": float(warm),
         "engine.startup_s": 0.0 if warm else engine.startup_s,

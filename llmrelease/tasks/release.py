@@ -92,7 +92,7 @@ def register_candidate(
     Called only after every spec and evalset row validated. A new candidate gets the challenger alias.
     """
     app = spec.name
-    digests = {ev.name: registry.dataset_digest(ev.dataset, ev.name) for ev in evalsets}
+    digests = {ev.name: ev.digest for ev in evalsets}
     prompt_version, prompt_created = registry.ensure_prompt_version(
         app,
         spec.prompt.template(),

