@@ -52,3 +52,15 @@ def test_list_apps_and_git_commit(project: Path, tmp_path: Path) -> None:
     (project / "registry/support-triage/prompt.yaml").write_text("version: x\n")
     assert git_commit(project) == sha + "+dirty"
     assert git_commit(tmp_path / "nowhere") == "unknown"
+
+
+def test_every_bundled_spec_is_valid() -> None:
+    from llmrelease.specfile import load_spec
+    from llmrelease.specs import ModelSpec, PromptSpec
+
+    repo = Path(__file__).resolve().parent.parent
+    for path in (repo / "examples").rglob("*.prompt.yaml"):
+        load_spec(path, PromptSpec)
+    for path in (repo / "examples").rglob("model*.yaml"):
+        load_spec(path, ModelSpec)
+    assert load_app(repo, "support-triage").gates.gates
