@@ -114,15 +114,14 @@ def run_release(
     store = resolve_store(project, tracking_uri, store_dir=store_dir)
     from llmrelease.flows.release import release_flow
 
-    outcome = release_flow(
-        app=app_name,
-        project_dir=str(project),
-        prompt_file=str(prompt) if prompt else None,
-        model_file=str(model) if model else None,
-        git_commit=git_commit,
-        tracking_uri=store.tracking_uri,
-        artifact_root=store.artifact_root,
-    )
+    with store.exported():
+        outcome = release_flow(
+            app=app_name,
+            project_dir=str(project),
+            prompt_file=str(prompt) if prompt else None,
+            model_file=str(model) if model else None,
+            git_commit=git_commit,
+        )
     return outcome, store.ui_command
 
 

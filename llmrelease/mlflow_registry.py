@@ -341,7 +341,3 @@ class MlflowRegistry:
 
     def load_artifact_dict(self, run_id: str, path: str) -> dict[str, Any]:
         return self._mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
-
-    def run_url(self, run_id: str) -> str:
-        run = self.client.get_run(run_id)
-        return f"#/experiments/{run.info.experiment_id}/runs/{run_id}"

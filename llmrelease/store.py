@@ -7,16 +7,50 @@ so nothing is written to a surprising place and the UI command can be printed ex
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Store", "resolve_store"]
+__all__ = ["Store", "resolve_store", "redact_uri"]
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any user:password@ part masked, for display and logs."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return uri
 
 
 @dataclass(frozen=True)
 class Store:
     tracking_uri: str
     artifact_root: str | None
+
+    @contextmanager
+    def exported(self) -> Iterator[None]:
+        """Hand the store to the flow through the environment, so the URI (which may hold
+        credentials) never becomes a Prefect flow-run parameter; restored afterwards."""
+        keys = ("MLFLOW_TRACKING_URI", "LLMRELEASE_ARTIFACT_ROOT")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        if self.artifact_root:
+            os.environ["LLMRELEASE_ARTIFACT_ROOT"] = self.artifact_root
+        else:
+            os.environ.pop("LLMRELEASE_ARTIFACT_ROOT", None)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     @property
     def ui_command(self) -> str:
@@ -26,15 +60,18 @@ class Store:
                 cmd += f" --default-artifact-root {self.artifact_root}"
             return cmd + " --port 5000   # then open http://127.0.0.1:5000"
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri}"
+            return f"open {redact_uri(self.tracking_uri)}"
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
 
 def resolve_store(project: Path, tracking_uri: str | None = None, *, store_dir: Path | None = None) -> Store:
-    """Explicit URI > MLFLOW_TRACKING_URI > ``<project>/.llmrelease/mlflow.db`` (or ``store_dir``)."""
+    """Explicit URI > MLFLOW_TRACKING_URI > ``<project>/.llmrelease/mlflow.db`` (or ``store_dir``).
+
+    Artifacts: LLMRELEASE_ARTIFACT_ROOT (e.g. ``s3://bucket/prefix``) > ``<store>/artifacts``."""
     uri = tracking_uri or (None if store_dir else os.environ.get("MLFLOW_TRACKING_URI"))
     if uri:
         return Store(uri, os.environ.get("LLMRELEASE_ARTIFACT_ROOT"))
     base = (store_dir or project / ".llmrelease").resolve()
     base.mkdir(parents=True, exist_ok=True)
-    return Store(f"sqlite:///{base / 'mlflow.db'}", (base / "artifacts").as_uri())
+    artifacts = None if store_dir else os.environ.get("LLMRELEASE_ARTIFACT_ROOT")
+    return Store(f"sqlite:///{base / 'mlflow.db'}", artifacts or (base / "artifacts").as_uri())

@@ -7,7 +7,8 @@ from typing import Any
 
 from prefect import flow
 
-from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
+from llmrelease.store import redact_uri
 from llmrelease.tasks.prefect_tasks import (
     champion_scores_task,
     evaluate_task,
@@ -49,7 +50,7 @@ def release(
             candidate.prompt_version,
             champion_before,
             champion_before,
-            registry.tracking_uri,
+            redact_uri(registry.tracking_uri),
             run_id=candidate.version.eval_run_id,
             notes=[f"v{candidate.version.version} is already the champion: nothing to do"],
         )
@@ -63,7 +64,7 @@ def release(
     run_id = log_task(registry, spec, evalsets, candidate, evaluation, report, champion_source)
     status, note = promote_task(registry, candidate, report, run_id)
 
-    after = registry.alias(app, "champion")
+    after = registry.alias(app, CHAMPION)
     return ReleaseOutcome(
         app,
         status,
@@ -71,7 +72,7 @@ def release(
         candidate.prompt_version,
         champion_before,
         after.version if after else None,
-        registry.tracking_uri,
+        redact_uri(registry.tracking_uri),
         run_id=run_id,
         report=report.to_dict(),
         metrics=evaluation.metrics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, MlflowRegistry
+from llmrelease.store import redact_uri
 
 __all__ = ["app_status"]
 
@@ -32,7 +33,7 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
         aliases.append(row)
     return {
         "app": app,
-        "tracking_uri": registry.tracking_uri,
+        "tracking_uri": redact_uri(registry.tracking_uri),
         "versions": len(registry.versions(app)),
         "aliases": aliases,
     }
