@@ -51,6 +51,14 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _unique(named: list[Any], what: str) -> list[Any]:
+    names = [n.name for n in named]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(dup)}")
+    return named
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -279,11 +287,7 @@ class GatePolicy(_Spec):
     @field_validator("gates")
     @classmethod
     def _unique_names(cls, gates: list[Gate]) -> list[Gate]:
-        names = [g.name for g in gates]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"gate names must be unique; repeated: {', '.join(dup)}")
-        return gates
+        return _unique(gates, "gate")
 
 
 # ---------------------------------------------------------------------------------------- evalsets
@@ -316,12 +320,8 @@ class EvalsetCard(_Spec):
 
     @field_validator("scorers")
     @classmethod
-    def _unique(cls, scorers: list[Scorer]) -> list[Scorer]:
-        names = [s.name for s in scorers]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"scorer names must be unique; repeated: {', '.join(dup)}")
-        return scorers
+    def _unique_names(cls, scorers: list[Scorer]) -> list[Scorer]:
+        return _unique(scorers, "scorer")
 
 
 class EvalsetRow(_Spec):

@@ -8,11 +8,11 @@ inputs always give the same verdict.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from llmrelease.specs import Bootstrap, GatePolicy
+from llmrelease.specs import Bootstrap, Gate, GatePolicy
 
 __all__ = ["GateResult", "GateReport", "paired_bootstrap", "evaluate_gates"]
 
@@ -80,6 +80,55 @@ def paired_bootstrap(diffs: np.ndarray, settings: Bootstrap) -> tuple[float, flo
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _rule(gate: Gate) -> str:
+    if gate.min is not None:
+        return f">= {gate.min:g}"
+    if gate.max is not None:
+        return f"<= {gate.max:g}"
+    return f"drop <= {gate.max_regression:g} vs champion"
+
+
+def _decide(
+    gate: Gate,
+    value: float | None,
+    items: dict[str, float],
+    champion_items: dict[str, dict[str, float]] | None,
+    bootstrap: Bootstrap,
+) -> tuple[Verdict, str, dict[str, Any]]:
+    """(verdict, evidence, extra GateResult fields) for one gate. Missing data fails closed."""
+    if gate.kind == "absolute":
+        if value is None:
+            return "fail", "metric was not computed", {}
+        ok = value >= gate.min if gate.min is not None else value <= (gate.max or 0.0)
+        return (
+            ("pass" if ok else "fail"),
+            f"{value:.4f} {'meets' if ok else 'misses'} {_rule(gate)}",
+            {"n": len(items)},
+        )
+    if champion_items is None:
+        return "skipped", "no champion yet: first release", {}
+    champ = champion_items.get(gate.metric, {})
+    common = sorted(set(items) & set(champ))
+    if not common:
+        return "fail", "no items in common with the champion: cannot compare", {}
+    margin = float(gate.max_regression or 0.0)
+    delta, lo, hi = paired_bootstrap(np.array([items[i] - champ[i] for i in common]), bootstrap)
+    ok = lo >= -margin
+    conf = int(round(bootstrap.confidence * 100))
+    evidence = (
+        f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
+        f"lower bound {'>=' if ok else '<'} {-margin:+.4f}"
+    )
+    extra = {
+        "champion_value": float(np.mean([champ[i] for i in common])),
+        "delta": delta,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": len(common),
+    }
+    return ("pass" if ok else "fail"), evidence, extra
+
+
 def evaluate_gates(
     policy: GatePolicy,
     aggregates: dict[str, float],
@@ -92,86 +141,10 @@ def evaluate_gates(
     report = GateReport(champion_version=champion_version, bootstrap=policy.bootstrap.model_dump())
     for gate in policy.gates:
         value = aggregates.get(gate.metric)
-        if gate.kind == "absolute":
-            if value is None:
-                report.results.append(
-                    GateResult(
-                        gate.name, gate.metric, gate.kind, None, "-", "fail", "metric was not computed"
-                    )
-                )
-                continue
-            if gate.min is not None:
-                ok, rule = value >= gate.min, f">= {gate.min:g}"
-            else:
-                assert gate.max is not None
-                ok, rule = value <= gate.max, f"<= {gate.max:g}"
-            report.results.append(
-                GateResult(
-                    gate.name,
-                    gate.metric,
-                    gate.kind,
-                    value,
-                    rule,
-                    "pass" if ok else "fail",
-                    f"{value:.4f} {'meets' if ok else 'misses'} {rule}",
-                    n=len(items.get(gate.metric, {})),
-                )
-            )
-            continue
-
-        margin = float(gate.max_regression or 0.0)
-        rule = f"drop <= {margin:g} vs champion"
-        if champion_items is None:
-            report.results.append(
-                GateResult(
-                    gate.name,
-                    gate.metric,
-                    gate.kind,
-                    value,
-                    rule,
-                    "skipped",
-                    "no champion yet: first release",
-                )
-            )
-            continue
-        cand, champ = items.get(gate.metric, {}), champion_items.get(gate.metric, {})
-        common = sorted(set(cand) & set(champ))
-        if not common:
-            report.results.append(
-                GateResult(
-                    gate.name,
-                    gate.metric,
-                    gate.kind,
-                    value,
-                    rule,
-                    "fail",
-                    "no items in common with the champion: cannot compare",
-                )
-            )
-            continue
-        diffs = np.array([cand[i] - champ[i] for i in common])
-        delta, lo, hi = paired_bootstrap(diffs, policy.bootstrap)
-        champ_value = float(np.mean([champ[i] for i in common]))
-        ok = lo >= -margin
-        conf = int(round(policy.bootstrap.confidence * 100))
-        evidence = (
-            f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
-            f"lower bound {'>=' if ok else '<'} {-margin:+.4f}"
+        verdict, evidence, extra = _decide(
+            gate, value, items.get(gate.metric, {}), champion_items, policy.bootstrap
         )
         report.results.append(
-            GateResult(
-                gate.name,
-                gate.metric,
-                gate.kind,
-                value,
-                rule,
-                "pass" if ok else "fail",
-                evidence,
-                champion_value=champ_value,
-                delta=delta,
-                ci_low=lo,
-                ci_high=hi,
-                n=len(common),
-            )
+            GateResult(gate.name, gate.metric, gate.kind, value, _rule(gate), verdict, evidence, **extra)
         )
     return report
