@@ -202,7 +202,9 @@ class MlflowRegistry:
             TAG + "prompt_version": str(prompt_version),
             TAG + "logged_model_id": logged.model_id,
         }
-        mv = self._mlflow.register_model(f"models:/{logged.model_id}", name, tags=all_tags)
+        mv = self.client.create_model_version(
+            name, source=f"models:/{logged.model_id}", tags=all_tags, model_id=logged.model_id
+        )
         return VersionInfo(str(mv.version), all_tags), True
 
     def set_version_tags(self, app: str, version: str, tags: dict[str, str]) -> None:

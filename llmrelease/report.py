@@ -29,11 +29,10 @@ def _num(v: Any, signed: bool = False) -> str:
 def gate_table(report: dict[str, Any]) -> Table:
     conf = report.get("bootstrap", {}).get("confidence", 0.95)
     table = Table(title="Gate report", header_style="bold")
-    table.add_column("gate", no_wrap=True)
-    table.add_column("metric", no_wrap=True)
-    table.add_column("value", justify="right")
-    table.add_column("rule")
-    table.add_column("champion", justify="right")
+    table.add_column("gate / metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("rule", no_wrap=True)
+    table.add_column("champion", justify="right", no_wrap=True)
     table.add_column(f"delta [{conf:.0%} CI]", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     for g in report.get("gates", []):
@@ -41,8 +40,7 @@ def gate_table(report: dict[str, Any]) -> Table:
         if g.get("delta") is not None:
             delta = f"{_num(g['delta'], True)} [{_num(g['ci_low'], True)}, {_num(g['ci_high'], True)}]"
         table.add_row(
-            g["name"],
-            g["metric"],
+            Text(g["name"]) + Text("\n" + g["metric"], style="dim"),
             _num(g["value"]),
             g["threshold"],
             _num(g.get("champion_value")),

@@ -24,11 +24,14 @@ def configure(*, verbose: bool = False) -> None:
         "TOKENIZERS_PARALLELISM": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "VLLM_LOGGING_LEVEL": "INFO" if verbose else "ERROR",
+        "MLFLOW_LOGGING_LEVEL": "INFO" if verbose else "WARNING",
         "PREFECT_LOGGING_LEVEL": "INFO" if verbose else "WARNING",
     }
     for k, v in env.items():
         os.environ.setdefault(k, v)
     if not verbose:
         warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for name in ("mlflow", "alembic", "httpx", "datasets", "evaluate", "transformers"):
             logging.getLogger(name).setLevel(logging.ERROR)

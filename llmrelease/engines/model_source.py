@@ -63,15 +63,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.bfloat16
-    )
+    # Dequantise in float32 (the GGUF kernels compute in it), then store bf16 via the rebuilt model.
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     # The GGUF loader marks the config as gguf-quantised; the rebuilt weights are plain bf16.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = torch.bfloat16
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.load_state_dict(loaded.state_dict())
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
