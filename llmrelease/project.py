@@ -52,7 +52,7 @@ def list_apps(root: Path) -> list[str]:
     reg = root / "registry"
     if not reg.is_dir():
         return []
-    return sorted(p.name for p in reg.iterdir() if p.is_dir() and (p / PROMPT_FILE).exists())
+    return sorted(p.name for p in reg.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
 def _line(path: Path, loc: tuple[object, ...]) -> int | None:
@@ -77,6 +77,14 @@ def load_app(
     prompt_path = (prompt_file or app_dir / PROMPT_FILE).resolve()
     model_path = (model_file or app_dir / MODEL_FILE).resolve()
     gates_path = app_dir / GATES_FILE
+    for path in (prompt_path, model_path, gates_path):
+        if not path.is_file():
+            raise SpecError(
+                "file not found",
+                file=path,
+                fix=f"an app needs {PROMPT_FILE}, {MODEL_FILE} and {GATES_FILE} in registry/{app}/ "
+                "(see README: 'Add an app')",
+            )
     prompt = load_spec(prompt_path, PromptSpec)
     model = load_spec(model_path, ModelSpec)
     gates = load_spec(gates_path, GatePolicy)

@@ -32,6 +32,7 @@ def configure(*, verbose: bool = False) -> None:
     if not verbose:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # engine subprocesses inherit this
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for name in ("mlflow", "alembic", "httpx", "datasets", "evaluate", "transformers"):
             logging.getLogger(name).setLevel(logging.ERROR)

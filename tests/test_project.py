@@ -64,3 +64,11 @@ def test_every_bundled_spec_is_valid() -> None:
     for path in (repo / "examples").rglob("model*.yaml"):
         load_spec(path, ModelSpec)
     assert load_app(repo, "support-triage").gates.gates
+
+
+def test_app_missing_a_spec_file_names_it(project: Path) -> None:
+    (project / "registry/support-triage/gates.yaml").unlink()
+    with pytest.raises(SpecError, match="file not found") as info:
+        load_app(project, "support-triage")
+    assert info.value.file.endswith("registry/support-triage/gates.yaml")
+    assert "model.yaml" in str(info.value)

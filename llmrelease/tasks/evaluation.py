@@ -66,6 +66,8 @@ def evaluate(
     progress: Progress | None = None,
 ) -> Evaluation:
     engine, info = engine_factory(model, project_root, model_spec_path)
+    if progress is not None:
+        progress(0)  # the engine is ready: generation starts now
     conversations = [prompt.render(row.vars) for ev in evalsets for row in ev.rows]
     batch = engine.generate(
         conversations, model.sampling, response_schema=model.response_schema, progress=progress

@@ -67,7 +67,7 @@ def register_candidate_task(
 @task(name="generate-and-score", cache_policy=NO_CACHE)
 def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
     total = sum(len(e.rows) for e in evalsets)
-    with progress_bar(f"generating {spec.name}", total) as advance:
+    with progress_bar(f"generating {spec.name}", total, preparing="loading model and vLLM engine") as advance:
         result = evaluate(
             spec.model,
             spec.prompt,
@@ -93,7 +93,7 @@ def champion_scores_task(
     registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], candidate: steps.Candidate
 ) -> tuple[dict[str, dict[str, float]] | None, str]:
     total = sum(len(e.rows) for e in evalsets)
-    with progress_bar("re-evaluating champion", total, lazy=True) as advance:
+    with progress_bar("re-evaluating champion", total) as advance:
         items, source = steps.champion_item_scores(registry, spec, evalsets, candidate, progress=advance)
     get_run_logger().info("champion scores: %s", source)
     return items, source

@@ -12,32 +12,39 @@ __all__ = ["progress_bar"]
 
 
 @contextmanager
-def progress_bar(description: str, total: int, *, lazy: bool = False) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(n)``. With ``lazy`` the bar appears only once something advances."""
-    console = Console(stderr=True)
+def progress_bar(
+    description: str, total: int, *, preparing: str | None = None
+) -> Iterator[Callable[[int], None]]:
+    """Yields ``advance(n)``. With ``preparing``, an indeterminate bar with that text shows first
+    (e.g. while the engine starts); the first ``advance`` call, even ``advance(0)``, turns it into the
+    real bar. Without it, the bar appears at the first ``advance`` call."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=Console(stderr=True),
         transient=False,
     )
     task_id = None
-    started = False
+    preparing_now = False
 
     def advance(n: int = 1) -> None:
-        nonlocal task_id, started
-        if not started:
+        nonlocal task_id, preparing_now
+        if task_id is None:
             progress.start()
             task_id = progress.add_task(description, total=total)
-            started = True
+        elif preparing_now:
+            progress.reset(task_id, total=total, description=description)
+            preparing_now = False
         progress.update(task_id, advance=n)
 
-    if not lazy:
-        advance(0)
+    if preparing:
+        progress.start()
+        task_id = progress.add_task(preparing, total=None)
+        preparing_now = True
     try:
         yield advance
     finally:
-        if started:
+        if task_id is not None:
             progress.stop()

@@ -142,7 +142,11 @@ def champion_item_scores(
         return None, "no champion yet"
     run_id = champion.eval_run_id
     if not run_id:
-        return None, f"champion v{champion.version} has no llmrelease evaluation run (set by hand?)"
+        # Fail closed: an empty score set makes every comparison gate fail, never skip.
+        return {}, (
+            f"champion v{champion.version} has no llmrelease evaluation run (registered by hand?): "
+            "comparison gates cannot pass; release it through llmrelease first"
+        )
     run_tags = registry.run_tags(run_id)
     same = all(run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in candidate.digests.items())
     if same:
