@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
-from llmrelease.store import redact_uri
+from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.prefect_tasks import (
     champion_scores_task,
     evaluate_task,
@@ -37,7 +37,9 @@ def release(
     # 1. Read and validate everything first: bad input stops here, before anything is registered.
     spec, commit = load_app_task(project, app, prompt_file, model_file, git_commit)
     evalsets = load_evalsets_task(spec)
-    registry = MlflowRegistry(tracking_uri, artifact_root=artifact_root)
+    # Explicit URI > MLFLOW_TRACKING_URI > the project's embedded SQLite store (as the CLI does).
+    store = resolve_store(spec.root, tracking_uri)
+    registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
 
     # 2. Register the candidate (prompt version + model version), or find it if unchanged.
     candidate = register_candidate_task(registry, spec, evalsets, commit)
@@ -80,7 +82,7 @@ def release(
     )
 
 
-@flow(name="release", log_prints=True, validate_parameters=True)
+@flow(name="release", validate_parameters=True)
 def release_flow(
     app: str,
     project_dir: str = ".",
