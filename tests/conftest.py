@@ -27,6 +27,16 @@ def _isolated_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_engines_at_the_end():
+    """The session shares one vLLM engine; stop its engine-core process when the session ends."""
+    yield
+    import sys
+
+    if "llmrelease.engines.vllm_offline" in sys.modules:
+        sys.modules["llmrelease.engines.vllm_offline"].clear_engines()
+
+
 def copy_project(dest: Path) -> Path:
     """A copy of the demo project (registry/, evalsets/, examples/) as its own Git repository."""
     for part in ("registry", "evalsets", "examples"):

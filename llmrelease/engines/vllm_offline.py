@@ -8,6 +8,8 @@ per-item latency). Loaded engines are kept in a small process-wide cache so a lo
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
 import threading
@@ -24,6 +26,7 @@ __all__ = ["VllmEngine", "get_engine", "clear_engines"]
 _CACHE: OrderedDict[str, VllmEngine] = OrderedDict()
 _LOCK = threading.Lock()
 _MAX_ENGINES = int(os.environ.get("LLMRELEASE_MAX_ENGINES", "2"))
+_ATEXIT_REGISTERED = False
 
 
 class VllmEngine:
@@ -54,6 +57,14 @@ class VllmEngine:
         self.startup_s = time.perf_counter() - t0
         self.model_dir = model_dir
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the engine-core process. Needed at exit: multiprocessing joins its non-daemon
+        children before weakref finalizers run, so relying on vLLM's finalizer can hang the exit."""
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            with contextlib.suppress(Exception):  # best effort at shutdown
+                engine_core.shutdown()
 
     def generate(
         self,
@@ -115,14 +126,24 @@ def get_engine(key: str, model_dir: Path, engine: EngineSpec) -> tuple[VllmEngin
             return _CACHE[key], True
         while len(_CACHE) >= _MAX_ENGINES:
             _, old = _CACHE.popitem(last=False)
+            old.close()
             del old
             gc.collect()
         eng = VllmEngine(model_dir, engine)
         _CACHE[key] = eng
+        global _ATEXIT_REGISTERED
+        if not _ATEXIT_REGISTERED:
+            # Registered after vLLM imported multiprocessing, so it runs before multiprocessing's
+            # own exit handler (atexit is last-in, first-out).
+            atexit.register(clear_engines)
+            _ATEXIT_REGISTERED = True
         return eng, False
 
 
 def clear_engines() -> None:
+    """Close and forget every cached engine."""
     with _LOCK:
-        _CACHE.clear()
+        while _CACHE:
+            _, eng = _CACHE.popitem()
+            eng.close()
         gc.collect()

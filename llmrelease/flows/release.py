@@ -77,7 +77,7 @@ def release(
         redact_uri(registry.tracking_uri),
         run_id=run_id,
         report=report.to_dict(),
-        metrics=evaluation.metrics,
+        metrics={**evaluation.metrics, **evaluation.engine_info},
         notes=[f"champion scores: {champion_source}", note],
     )
 

@@ -6,18 +6,21 @@ process-wide cache so a warm worker does not start it again.
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmrelease.engines.base import Engine, GenerationBatch, Progress
+from llmrelease.errors import InputError
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.scoring import Scores, score_outputs
 from llmrelease.tasks.serving import serving_metrics
 
-__all__ = ["Evaluation", "evaluate", "load_engine", "EngineFactory"]
+__all__ = ["Evaluation", "evaluate", "load_engine", "default_engine_factory", "EngineFactory"]
 
 EngineFactory = Callable[[ModelSpec, Path, Path | None], tuple[Engine, dict[str, float]]]
 """(model spec, project root, spec path) -> (engine, info such as start-up seconds)."""
@@ -55,6 +58,22 @@ def load_engine(
     }
 
 
+def default_engine_factory() -> EngineFactory:
+    """``LLMRELEASE_ENGINE_FACTORY=module:function`` swaps the engine backend for a whole process
+    (benchmarks of everything but generation, custom backends); otherwise vLLM."""
+    target = os.environ.get("LLMRELEASE_ENGINE_FACTORY")
+    if not target:
+        return load_engine
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(
+            f"LLMRELEASE_ENGINE_FACTORY={target!r} cannot be imported: {exc}",
+            fix="use module:function, e.g. llmrelease.engines.instant:instant_engine",
+        ) from None
+
+
 def evaluate(
     model: ModelSpec,
     prompt: PromptSpec,
@@ -62,10 +81,10 @@ def evaluate(
     *,
     project_root: Path,
     model_spec_path: Path | None = None,
-    engine_factory: EngineFactory = load_engine,
+    engine_factory: EngineFactory | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
-    engine, info = engine_factory(model, project_root, model_spec_path)
+    engine, info = (engine_factory or default_engine_factory())(model, project_root, model_spec_path)
     if progress is not None:
         progress(0)  # the engine is ready: generation starts now
     conversations = [prompt.render(row.vars) for ev in evalsets for row in ev.rows]

@@ -16,7 +16,7 @@ from llmrelease.mlflow_registry import TAG, MlflowRegistry, VersionInfo
 from llmrelease.project import AppSpec
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate, load_engine
+from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport, evaluate_gates
 
 __all__ = [
@@ -132,7 +132,7 @@ def champion_item_scores(
     evalsets: list[Evalset],
     candidate: Candidate,
     *,
-    engine_factory: EngineFactory = load_engine,
+    engine_factory: EngineFactory | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, dict[str, float]] | None, str]:
     """The champion's per-item scores on these evalsets: reused from its release run when the

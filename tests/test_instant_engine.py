@@ -1,0 +1,48 @@
+"""The zero-cost engine and the engine-factory switch: everything except generation, for real
+(Prefect in-process, MLflow on SQLite), in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from llmrelease.engines.instant import example_for_schema
+from llmrelease.errors import InputError
+from llmrelease.tasks.evaluation import default_engine_factory, load_engine
+
+SCHEMA = json.loads(
+    '{"type":"object","properties":{"category":{"type":"string","enum":["billing","technical"]},'
+    '"urgency":{"type":"string","enum":["low","high"]},"n":{"type":"integer","minimum":3}},'
+    '"required":["category","urgency"],"additionalProperties":false}'
+)
+
+
+def test_example_satisfies_the_schema() -> None:
+    value = example_for_schema(SCHEMA)
+    jsonschema.validate(value, SCHEMA)
+    assert value["category"] == "billing"
+
+
+def test_engine_factory_switch(monkeypatch) -> None:
+    monkeypatch.delenv("LLMRELEASE_ENGINE_FACTORY", raising=False)
+    assert default_engine_factory() is load_engine
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
+    assert default_engine_factory().__name__ == "instant_engine"
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:nope")
+    with pytest.raises(InputError, match="cannot be imported"):
+        default_engine_factory()
+
+
+def test_release_flow_with_the_zero_cost_engine(project: Path, monkeypatch) -> None:
+    from llmrelease.flows.release import release_flow
+
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = release_flow(app="support-triage", project_dir=str(project))
+    assert out["status"] == "promoted"
+    assert out["metrics"]["tickets.json_valid"] == 1.0
+    assert out["metrics"]["tickets.category_accuracy"] == pytest.approx(0.25)  # always "billing"
+    assert (project / ".llmrelease" / "mlflow.db").exists()
