@@ -42,7 +42,11 @@ def test_release_flow_with_the_zero_cost_engine(project: Path, monkeypatch) -> N
     monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = release_flow(app="support-triage", project_dir=str(project))
-    assert out["status"] == "promoted"
     assert out["metrics"]["tickets.json_valid"] == 1.0
     assert out["metrics"]["tickets.category_accuracy"] == pytest.approx(0.25)  # always "billing"
-    assert (project / ".llmrelease" / "mlflow.db").exists()
+    # 0.25 is the always-one-class rate: the floor gate (0.26) rejects it, and everything is recorded.
+    assert out["status"] == "rejected"
+    assert {g["name"] for g in out["report"]["gates"] if g["verdict"] == "fail"} == {
+        "category-accuracy-floor"
+    }
+    assert out["run_id"] and (project / ".llmrelease" / "mlflow.db").exists()
