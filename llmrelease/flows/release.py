@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
 from llmrelease.store import redact_uri, resolve_store
@@ -36,7 +37,9 @@ def release(
 ) -> ReleaseOutcome:
     # 1. Read and validate everything first: bad input stops here, before anything is registered.
     spec, commit = load_app_task(project, app, prompt_file, model_file, git_commit)
-    evalsets = load_evalsets_task(spec)
+    # quote(): Prefect walks task arguments looking for futures; evalsets and per-item results are
+    # large (10k rows took 40 s of walking per release), so they are passed through untouched.
+    evalsets = quote(load_evalsets_task(spec))
     # Explicit URI > MLFLOW_TRACKING_URI > the project's embedded SQLite store (as the CLI does).
     store = resolve_store(spec.root, tracking_uri)
     registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
@@ -62,8 +65,8 @@ def release(
     champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
 
     # 4. Gate, record everything, and promote only if every gate passed.
-    report = gate_task(spec, evaluation, champion_items, candidate)
-    run_id = log_task(registry, spec, evalsets, candidate, evaluation, report, champion_source)
+    report = gate_task(spec, quote(evaluation), quote(champion_items), candidate)
+    run_id = log_task(registry, spec, evalsets, candidate, quote(evaluation), report, champion_source)
     status, note = promote_task(registry, candidate, report, run_id)
 
     after = registry.alias(app, CHAMPION)
