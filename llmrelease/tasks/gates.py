@@ -76,6 +76,8 @@ def paired_bootstrap(diffs: np.ndarray, settings: Bootstrap) -> tuple[float, flo
         method="percentile",
         random_state=np.random.default_rng(settings.seed),
         vectorized=True,
+        # Resample in batches of at most ~2M values so memory stays small on large evalsets.
+        batch=max(1, min(settings.resamples, 2_000_000 // diffs.size)),
     )
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
