@@ -28,9 +28,7 @@ def main() -> None:
     from llmrelease.runtime import configure
 
     configure()
-    from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
+    from llmrelease.engines.vllm_offline import sampling_params
     from llmrelease.project import load_app
     from llmrelease.tasks.evalsets import load_evalsets
     from llmrelease.tasks.evaluation import load_engine
@@ -40,14 +38,7 @@ def main() -> None:
     convs = [spec.prompt.render(rows[i % len(rows)].vars) for i in range(args.items)]
     engine, _ = load_engine(spec.model, REPO, spec.model_path)
     s = spec.model.sampling
-    raw_params = SamplingParams(
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_tokens=s.max_tokens,
-        stop=s.stop or None,
-        seed=s.seed,
-        structured_outputs=StructuredOutputsParams(json=spec.model.response_schema),
-    )
+    raw_params = sampling_params(s, spec.model.response_schema)  # the very same SamplingParams
 
     def pipeline() -> tuple[float, int]:
         batch = engine.generate(convs, s, response_schema=spec.model.response_schema)

@@ -36,6 +36,7 @@ def test_engine_factory_switch(monkeypatch) -> None:
         default_engine_factory()
 
 
+@pytest.mark.e2e
 def test_release_flow_with_the_zero_cost_engine(project: Path, monkeypatch) -> None:
     from llmrelease.flows.release import release_flow
 

@@ -21,7 +21,7 @@ from typing import Any
 from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress
 from llmrelease.specs import EngineSpec, SamplingSpec
 
-__all__ = ["VllmEngine", "get_engine", "clear_engines"]
+__all__ = ["VllmEngine", "get_engine", "clear_engines", "sampling_params"]
 
 _CACHE: OrderedDict[str, VllmEngine] = OrderedDict()
 _LOCK = threading.Lock()
@@ -74,17 +74,7 @@ class VllmEngine:
         response_schema: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> GenerationBatch:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
-
-        params = SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            stop=sampling.stop or None,
-            seed=sampling.seed,
-            structured_outputs=StructuredOutputsParams(json=response_schema) if response_schema else None,
-        )
+        params = sampling_params(sampling, response_schema)
         engine = self.llm.llm_engine
         with self._lock:  # one batch at a time: the step loop below owns the engine
             t0 = time.perf_counter()
@@ -116,6 +106,21 @@ class VllmEngine:
             raise RuntimeError(f"vLLM returned {len(finished)} outputs for {len(conversations)} items")
         finished.sort(key=lambda pair: pair[0])
         return GenerationBatch([g for _, g in finished], wall)
+
+
+def sampling_params(sampling: SamplingSpec, response_schema: dict[str, Any] | None = None) -> Any:
+    """vLLM SamplingParams for a spec; the response schema is enforced at decode time."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return SamplingParams(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        stop=sampling.stop or None,
+        seed=sampling.seed,
+        structured_outputs=StructuredOutputsParams(json=response_schema) if response_schema else None,
+    )
 
 
 def get_engine(key: str, model_dir: Path, engine: EngineSpec) -> tuple[VllmEngine, bool]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from llmrelease.engines.base import Progress
@@ -27,6 +26,7 @@ __all__ = [
     "champion_item_scores",
     "log_evaluation",
     "promote",
+    "gate",
 ]
 
 Status = Literal["promoted", "rejected", "already_champion", "conflict"]
@@ -258,7 +258,3 @@ def gate(
         champion_items,
         champion_version=candidate.champion.version if candidate.champion else None,
     )
-
-
-def project_path(p: str | Path | None) -> Path | None:
-    return Path(p).resolve() if p else None
