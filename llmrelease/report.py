@@ -87,18 +87,10 @@ def _v(version: str | None) -> str:
 
 def status_table(status: dict[str, Any]) -> Table:
     table = Table(title=f"{status['app']}: aliases", header_style="bold")
-    for col in (
-        "alias",
-        "model version",
-        "prompt version",
-        "verdict",
-        "git commit",
-        "key metrics",
-        "eval run",
-    ):
-        table.add_column(col)
+    for col in ("alias", "model", "prompt", "verdict", "git commit", "metrics", "eval run"):
+        table.add_column(col, no_wrap=True)
     for row in status["aliases"]:
-        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()))
+        metrics = "\n".join(f"{k} {v:.3f}" for k, v in sorted(row.get("metrics", {}).items()))
         table.add_row(
             row["alias"],
             _v(row.get("version")),
@@ -106,7 +98,7 @@ def status_table(status: dict[str, Any]) -> Table:
             row.get("verdict") or "-",
             (row.get("git_commit") or "-")[:12],
             metrics or "-",
-            row.get("eval_run_id") or "-",
+            (row.get("eval_run_id") or "-")[:12],
         )
     return table
 
