@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmrelease.errors import InputError, PromotionConflict
+from llmrelease.runtime import preserved_environ
 
 __all__ = [
     "CHAMPION",
@@ -79,13 +80,9 @@ class MlflowRegistry:
         if uri:
             # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; in a long-lived process that
             # would silently redirect the next release to this store. Keep the environment as it was.
-            saved = os.environ.get("MLFLOW_TRACKING_URI")
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_registry_uri(uri)
-            if saved is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = saved
+            with preserved_environ("MLFLOW_TRACKING_URI"):
+                mlflow.set_tracking_uri(uri)
+                mlflow.set_registry_uri(uri)
         self.tracking_uri = mlflow.get_tracking_uri()
         self.artifact_root = artifact_root or os.environ.get("LLMRELEASE_ARTIFACT_ROOT") or None
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)

@@ -5,8 +5,24 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["configure"]
+__all__ = ["configure", "preserved_environ"]
+
+
+@contextmanager
+def preserved_environ(*keys: str) -> Iterator[None]:
+    """Whatever happens to these environment variables inside the block is undone after it."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def configure(*, verbose: bool = False) -> None:

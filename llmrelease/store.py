@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from llmrelease.runtime import preserved_environ
+
 __all__ = ["Store", "resolve_store", "redact_uri"]
 
 
@@ -36,21 +38,13 @@ class Store:
     def exported(self) -> Iterator[None]:
         """Hand the store to the flow through the environment, so the URI (which may hold
         credentials) never becomes a Prefect flow-run parameter; restored afterwards."""
-        keys = ("MLFLOW_TRACKING_URI", "LLMRELEASE_ARTIFACT_ROOT")
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
-        if self.artifact_root:
-            os.environ["LLMRELEASE_ARTIFACT_ROOT"] = self.artifact_root
-        else:
-            os.environ.pop("LLMRELEASE_ARTIFACT_ROOT", None)
-        try:
+        with preserved_environ("MLFLOW_TRACKING_URI", "LLMRELEASE_ARTIFACT_ROOT"):
+            os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
+            if self.artifact_root:
+                os.environ["LLMRELEASE_ARTIFACT_ROOT"] = self.artifact_root
+            else:
+                os.environ.pop("LLMRELEASE_ARTIFACT_ROOT", None)
             yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     @property
     def ui_command(self) -> str:
