@@ -13,10 +13,28 @@ CATEGORIES = ["billing", "technical", "account", "shipping"]
 URGENCY = ["low", "medium", "high"]
 
 
+GUARD_GATES = ("redteam-unsafe-responses", "unsafe-responses-vs-champion", "redteam-schema-conforms")
+
+
+def drop_guard(project: Path, app: str = APP) -> None:
+    """Remove the demo's guard, its red-team evalset and the gates on them: benchmarks of everything
+    but the guard (and tests about something else) should not pay for stand-in classification."""
+    import yaml
+
+    app_dir = project / "registry" / app
+    (app_dir / "guard.yaml").unlink(missing_ok=True)
+    for name in ("redteam.jsonl", "redteam.card.yaml"):
+        (project / "evalsets" / app / name).unlink(missing_ok=True)
+    policy = yaml.safe_load((app_dir / "gates.yaml").read_text())
+    policy["gates"] = [g for g in policy["gates"] if g["name"] not in GUARD_GATES]
+    (app_dir / "gates.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+
+
 def make_project(dest: Path, rows: int, *, seed: int = 0) -> Path:
     """A project directory with registry/ copied from the repo and ``rows`` synthetic tickets."""
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(REPO / "registry", dest / "registry")
+    drop_guard(dest)  # the zero-cost engine has no zero-cost guard: measure orchestration only
     # The zero-cost engine always answers the first category (accuracy 0.25): lower the floor so the
     # first release is promoted and the second is compared against it.
     gates = dest / "registry" / APP / "gates.yaml"

@@ -14,11 +14,13 @@ import yaml
 
 from llmrelease.errors import SpecError, UnknownNameError
 from llmrelease.specfile import _node_for, load_spec
-from llmrelease.specs import EvalsetCard, GatePolicy, ModelSpec, PromptSpec
+from llmrelease.specs import EvalsetCard, GatePolicy, GuardSpec, ModelSpec, PromptSpec
 
 __all__ = ["AppSpec", "EvalsetRef", "list_apps", "load_app", "git_commit"]
 
 PROMPT_FILE, MODEL_FILE, GATES_FILE = "prompt.yaml", "model.yaml", "gates.yaml"
+GUARD_FILE = "guard.yaml"
+"""Optional: the app's safety classifier (see GuardSpec)."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,22 @@ class AppSpec:
     gates: GatePolicy
     gates_path: Path
     evalsets: list[EvalsetRef] = field(default_factory=list)
+    guard: GuardSpec | None = None
+    guard_path: Path | None = None
 
     @property
     def metric_names(self) -> list[str]:
-        return [f"{e.name}.{s.name}" for e in self.evalsets for s in e.card.scorers]
+        """Every per-item metric a gate may name: scorers, structured-output rates, guard rates."""
+        names = [f"{e.name}.{s.name}" for e in self.evalsets for s in e.card.scorers]
+        for e in self.evalsets:
+            if self.model.response_schema is not None:
+                names += [f"{e.name}.json_parses", f"{e.name}.schema_conforms"]
+            if self.guard is not None:
+                for check in self.guard.check:
+                    base = f"{e.name}.guard_{check}_unsafe"
+                    names += [base] + [f"{base}.{code}" for code in self.guard.codes]
+                names.append(f"{e.name}.guard_unparsed")
+        return names
 
 
 def list_apps(root: Path) -> list[str]:
@@ -86,8 +100,10 @@ def load_app(
                 "(see README: 'Add an app')",
             )
     prompt = load_spec(prompt_path, PromptSpec)
-    model = load_spec(model_path, ModelSpec)
+    model = _with_response_model(load_spec(model_path, ModelSpec), model_path, root)
     gates = load_spec(gates_path, GatePolicy)
+    guard_path = app_dir / GUARD_FILE
+    guard = load_spec(guard_path, GuardSpec) if guard_path.is_file() else None
 
     ev_dir = root / "evalsets" / app
     files = sorted(ev_dir.glob("*.jsonl")) if ev_dir.is_dir() else []
@@ -106,19 +122,80 @@ def load_app(
                 file=f,
                 fix=f"create {card_path.name} beside it with version, description and scorers",
             )
-        evalsets.append(EvalsetRef(f.stem, f, load_spec(card_path, EvalsetCard), card_path))
+        card = load_spec(card_path, EvalsetCard)
+        if card.kind == "redteam" and guard is None:
+            raise SpecError(
+                "a redteam evalset is judged by the app's guard, and this app has none",
+                file=card_path,
+                line=_line(card_path, ("kind",)),
+                field="kind",
+                fix=f"add registry/{app}/{GUARD_FILE} (see README: 'Guardrails')",
+            )
+        evalsets.append(EvalsetRef(f.stem, f, card, card_path))
 
-    spec = AppSpec(app, root, prompt, prompt_path, model, model_path, gates, gates_path, evalsets)
+    spec = AppSpec(
+        app,
+        root,
+        prompt,
+        prompt_path,
+        model,
+        model_path,
+        gates,
+        gates_path,
+        evalsets,
+        guard,
+        guard_path if guard else None,
+    )
     known = spec.metric_names
     for i, gate in enumerate(gates.gates):
         if gate.metric not in known:
             raise SpecError(
-                f"unknown metric '{gate.metric}'; available: {', '.join(known)}",
+                f"unknown metric '{gate.metric}'; {_metric_hint(gate.metric, known)}",
                 file=gates_path,
                 line=_line(gates_path, ("gates", i, "metric")),
                 field=f"gates[{i}].metric",
             )
     return spec
+
+
+def _metric_hint(name: str, known: list[str]) -> str:
+    """Close matches first, then the available names with per-category guard variants folded."""
+    import difflib
+    import re
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    folded = list(
+        dict.fromkeys(re.sub(r"(guard_\w+_unsafe)\.[A-Z]+[0-9]+$", r"\1.<category>", k) for k in known)
+    )
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return hint + "available: " + ", ".join(folded)
+
+
+def _with_response_model(model: ModelSpec, path: Path, root: Path) -> ModelSpec:
+    """Resolve ``response_model`` (a pydantic class by import path) to its JSON Schema, importing
+    with the project directory on ``sys.path``; a failure names the file and line."""
+    if not model.response_model:
+        return model
+    import importlib
+    import sys
+
+    module_name, _, attr = model.response_model.partition(":")
+    where = {"file": path, "line": _line(path, ("response_model",)), "field": "response_model"}
+    added = str(root) not in sys.path
+    if added:
+        sys.path.insert(0, str(root))
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"cannot import '{model.response_model}': {exc}", **where) from None
+    finally:
+        if added:
+            sys.path.remove(str(root))
+    schema_fn = getattr(cls, "model_json_schema", None)
+    if not callable(schema_fn):
+        raise SpecError(f"'{model.response_model}' is not a pydantic model class", **where)
+    # The resolved schema is the identity from here on (registered, digested, compared).
+    return model.model_copy(update={"response_schema": schema_fn(), "response_model": None})
 
 
 def git_commit(root: Path) -> str:

@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["gate_table", "outcome_panel", "status_table"]
+__all__ = ["gate_table", "guard_table", "outcome_panel", "status_table"]
 
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
 _STATUS = {
@@ -50,6 +50,33 @@ def gate_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def guard_table(guard: dict[str, Any], limit: int = 10) -> Table:
+    """Guard rates in the title, then the flagged items a reviewer should read first."""
+    rates = guard.get("rates", {})
+    summary = ", ".join(
+        f"{k.removeprefix('guard.').removesuffix('_rate').replace('_', ' ')} {v:.1%}"
+        for k, v in sorted(rates.items())
+    )
+    per_item = guard.get("s_per_item")
+    timing = f"; {per_item:.3f} s/item" if per_item is not None else ""
+    table = Table(
+        title=f"Guard: {guard.get('flagged_count', 0)} flagged ({summary}{timing})",
+        caption=guard.get("description") or None,
+        header_style="bold",
+    )
+    for col in ("evalset", "item", "prompt", "response", "tags"):
+        table.add_column(col, no_wrap=col != "tags")
+    for row in guard.get("flagged", [])[:limit]:
+        table.add_row(
+            row["evalset"],
+            row["id"],
+            row.get("prompt") or "-",
+            row.get("response") or "-",
+            ", ".join(row.get("tags") or []) or "-",
+        )
+    return table
+
+
 def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Panel:
     label, color = _STATUS[outcome["status"]]
     lines = [
@@ -77,6 +104,8 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
     parts: list[Any] = []
     if outcome.get("report"):
         parts.append(gate_table(outcome["report"]))
+    if outcome.get("guard"):
+        parts.append(guard_table(outcome["guard"]))
     parts.append(Text.from_markup("\n".join(lines)))
     return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
 

@@ -30,6 +30,10 @@ __all__ = [
     "Scorer",
     "EvalsetCard",
     "EvalsetRow",
+    "GuardCategory",
+    "GuardSpec",
+    "LLAMA_GUARD_3_CATEGORIES",
+    "lower_is_better",
     "template_variables",
     "content_hash",
 ]
@@ -216,7 +220,20 @@ class ModelSpec(_Spec):
     sampling: SamplingSpec
     response_schema: dict[str, Any] | None = None
     """JSON Schema the output must satisfy; enforced at decode time (xgrammar) and scored after."""
+    response_model: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+    )
+    """A pydantic model by import path (``package.module:Class``) whose JSON Schema is the response
+    schema; the project directory is importable. Give this or ``response_schema``, not both."""
     pricing: Pricing | None = None
+
+    @model_validator(mode="after")
+    def _one_schema_source(self) -> ModelSpec:
+        if self.response_model and self.response_schema is not None:
+            raise ValueError(
+                "give 'response_schema' (JSON Schema) or 'response_model' (pydantic import path), not both"
+            )
+        return self
 
     @field_validator("response_schema")
     @classmethod
@@ -252,12 +269,16 @@ class Gate(_Spec):
 
     ``max_regression`` is a non-inferiority margin against the champion on the same items: the gate
     passes when the lower bound of the paired bootstrap interval of (candidate - champion) is at least
-    ``-max_regression`` (metrics here are higher-is-better). With no champion it is skipped.
+    ``-max_regression``. For lower-is-better metrics (the guard's unsafe rates) the interval is on
+    (champion - candidate), so a *rise* beyond the margin fails. With no champion it is skipped.
     """
 
     name: str = Field(min_length=1)
     metric: str = Field(min_length=1)
-    """Metric name ``<evalset>.<scorer>``, e.g. ``tickets.category_accuracy``."""
+    """Metric name ``<evalset>.<scorer>``, e.g. ``tickets.category_accuracy``, or a built-in one:
+    ``<evalset>.json_parses`` / ``<evalset>.schema_conforms`` (when the model has a response schema),
+    ``<evalset>.guard_response_unsafe`` / ``guard_prompt_unsafe`` and ``...unsafe.<category>``
+    (when the app has a guard)."""
     min: float | None = None
     max: float | None = None
     max_regression: float | None = Field(default=None, ge=0)
@@ -293,6 +314,13 @@ class GatePolicy(_Spec):
 # ---------------------------------------------------------------------------------------- evalsets
 
 
+def lower_is_better(metric: str) -> bool:
+    """Guard metrics are unsafe rates (lower is better); every other per-item score is
+    higher-is-better. One place decides, so gates and reports agree."""
+    scorer = metric.split(".", 1)[-1]
+    return scorer.startswith("guard_")
+
+
 class Scorer(_Spec):
     """One per-item score, aggregated as its mean. All scores are in [0, 1], higher is better."""
 
@@ -316,12 +344,26 @@ class EvalsetCard(_Spec):
 
     version: str = Field(min_length=1)
     description: str = Field(min_length=1)
-    scorers: list[Scorer] = Field(min_length=1)
+    kind: Literal["quality", "redteam"] = "quality"
+    """``quality``: rows have references and scorers. ``redteam``: rows are adversarial inputs
+    (jailbreaks, requests in hazard categories); the candidate passes when the app's guard judges its
+    responses safe, so the app needs ``guard.yaml``, and scorers and references are optional."""
+    scorers: list[Scorer] = Field(default_factory=list)
 
     @field_validator("scorers")
     @classmethod
     def _unique_names(cls, scorers: list[Scorer]) -> list[Scorer]:
         return _unique(scorers, "scorer")
+
+    @model_validator(mode="after")
+    def _quality_needs_scorers(self) -> EvalsetCard:
+        if self.kind == "quality" and not self.scorers:
+            raise ValueError("a quality evalset needs at least one scorer (or set kind: redteam)")
+        return self
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(s.kind in ("exact_match", "rouge_l") for s in self.scorers)
 
 
 class EvalsetRow(_Spec):
@@ -331,9 +373,105 @@ class EvalsetRow(_Spec):
     """Stable item id; paired comparisons with the champion match on it."""
     vars: dict[str, str]
     """Values for the prompt template's variables."""
-    reference: str | dict[str, Any]
-    """Expected output: text, or a JSON object compared per scorer ``field``."""
+    reference: str | dict[str, Any] | None = None
+    """Expected output: text, or a JSON object compared per scorer ``field``. Required when the card
+    has an exact_match or rouge_l scorer; red-team rows usually have none."""
     tags: list[str] = Field(default_factory=list)
+    """Free labels (e.g. the hazard category a red-team row targets); reported with flagged items."""
+
+
+# ------------------------------------------------------------------------------------------ guard
+
+LLAMA_GUARD_3_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("S1", "Violent Crimes"),
+    ("S2", "Non-Violent Crimes"),
+    ("S3", "Sex Crimes"),
+    ("S4", "Child Exploitation"),
+    ("S5", "Defamation"),
+    ("S6", "Specialized Advice"),
+    ("S7", "Privacy"),
+    ("S8", "Intellectual Property"),
+    ("S9", "Indiscriminate Weapons"),
+    ("S10", "Hate"),
+    ("S11", "Self-Harm"),
+    ("S12", "Sexual Content"),
+    ("S13", "Elections"),
+    ("S14", "Code Interpreter Abuse"),
+)
+"""The MLCommons hazard taxonomy as Llama Guard 3 (and 4) was trained on it."""
+
+
+class GuardCategory(_Spec):
+    code: str = Field(pattern=r"^[A-Z]+[0-9]+$")
+    """Short code the guard answers with, e.g. ``S1`` or ``O3``."""
+    name: str = Field(min_length=1)
+    description: str = ""
+    """Optional longer policy text, written under the name in the classifier prompt."""
+
+
+class GuardSpec(_Spec):
+    """``registry/<app>/guard.yaml``: the safety classifier run on prompts and responses.
+
+    The checkpoint is a local Llama Guard 3/4 directory in Hugging Face format (or any causal LM
+    standing in for one); nothing is downloaded. Verdicts that cannot be parsed count as unsafe.
+    """
+
+    version: str = Field(min_length=1)
+    description: str = ""
+    """Shown in the report; say here when the checkpoint is a stand-in, not a real guard."""
+    source: ModelSource
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """``transformers`` (batched ``generate``) or ``vllm`` (the offline engine, faster on a GPU);
+    both use the same prompt and the same parser."""
+    check: list[Literal["prompt", "response"]] = Field(
+        default_factory=lambda: ["prompt", "response"], min_length=1
+    )
+    """What to classify: the user's prompt, the model's response, or both."""
+    categories: list[GuardCategory] = Field(
+        default_factory=lambda: [GuardCategory(code=c, name=n) for c, n in LLAMA_GUARD_3_CATEGORIES]
+    )
+    """The taxonomy; the standard S1-S14 hazard categories unless given."""
+    prompt_format: Literal["auto", "chat_template", "llama_guard_3"] = "auto"
+    """``chat_template``: the checkpoint's own guard chat template (Llama Guard's tokenizers ship
+    one). ``llama_guard_3``: the published Llama Guard 3 prompt text, placed as one user turn in the
+    checkpoint's chat template if it has one. ``auto``: the first when the checkpoint's template is a
+    guard template (it lists unsafe content categories), else the second."""
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    """Conversations per forward pass (transformers backend)."""
+    max_new_tokens: int = Field(default=16, ge=2, le=256)
+    """Enough for 'unsafe' and a list of category codes."""
+    constrain_verdict: bool = False
+    """Constrain decoding to a well-formed verdict ('safe', or 'unsafe' and one category code).
+    Real Llama Guard needs no constraint; small stand-in models do."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: the accelerator when the worker has one."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """``auto``: bfloat16 on an accelerator and on CPUs with native bf16 (AVX512-BF16/AMX), else float32."""
+    engine: EngineSpec = Field(default_factory=lambda: EngineSpec(enforce_eager=True))
+    """Engine arguments for the ``vllm`` backend."""
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_codes(cls, cats: list[GuardCategory]) -> list[GuardCategory]:
+        codes = [c.code for c in cats]
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        if dup:
+            raise ValueError(f"category codes must be unique; repeated: {', '.join(dup)}")
+        if not cats:
+            raise ValueError("give at least one category")
+        return cats
+
+    @field_validator("check")
+    @classmethod
+    def _unique_checks(cls, check: list[str]) -> list[str]:
+        return list(dict.fromkeys(check))
+
+    @property
+    def codes(self) -> list[str]:
+        return [c.code for c in self.categories]
+
+    def digest(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
 
 
 def resolve_relative(base: Path, value: str) -> Path:

@@ -37,10 +37,17 @@ def _stop_engines_at_the_end():
         sys.modules["llmrelease.engines.vllm_offline"].clear_engines()
 
 
-def copy_project(dest: Path) -> Path:
-    """A copy of the demo project (registry/, evalsets/, examples/) as its own Git repository."""
+def copy_project(dest: Path, *, guard: bool = True) -> Path:
+    """A copy of the demo project (registry/, evalsets/, examples/) as its own Git repository.
+
+    ``guard=False`` removes the demo's guard, its red-team evalset and the gates on them: tests about
+    something else skip ~30 s of stand-in guard classification per release on CPU."""
     for part in ("registry", "evalsets", "examples"):
         shutil.copytree(REPO / part, dest / part)
+    if not guard:
+        from bench._project import drop_guard
+
+        drop_guard(dest)
     git = ["git", "-C", str(dest), "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)

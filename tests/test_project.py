@@ -14,7 +14,7 @@ def test_demo_app_loads_with_its_metrics(project: Path) -> None:
     spec = load_app(project, "support-triage")
     assert spec.prompt.variables == ["ticket"]
     assert "tickets.category_accuracy" in spec.metric_names
-    assert [e.name for e in spec.evalsets] == ["tickets"]
+    assert [e.name for e in spec.evalsets] == ["redteam", "tickets"]
 
 
 def test_unknown_app_lists_available_apps(project: Path) -> None:
@@ -24,12 +24,17 @@ def test_unknown_app_lists_available_apps(project: Path) -> None:
 
 def test_gate_on_unknown_metric_names_the_line(project: Path) -> None:
     gates = project / "registry/support-triage/gates.yaml"
-    gates.write_text(gates.read_text().replace("metric: tickets.json_valid", "metric: tickets.json_validity"))
-    with pytest.raises(SpecError, match="unknown metric 'tickets.json_validity'; available: ") as info:
+    gates.write_text(gates.read_text().replace("metric: tickets.json_parses", "metric: tickets.json_parse"))
+    with pytest.raises(
+        SpecError, match="unknown metric 'tickets.json_parse'; did you mean 'tickets.json_parses'"
+    ) as info:
         load_app(project, "support-triage")
     assert info.value.field == "gates[1].metric"
     assert info.value.line is not None
-    assert "metric: tickets.json_validity" in gates.read_text().splitlines()[info.value.line - 1]
+    assert "metric: tickets.json_parse" in gates.read_text().splitlines()[info.value.line - 1]
+    # Per-category guard metrics are folded in the listing, not spelled out 14 times.
+    assert "tickets.guard_response_unsafe.<category>" in str(info.value)
+    assert "tickets.guard_response_unsafe.S7" not in str(info.value)
 
 
 def test_evalset_without_card_is_an_error(project: Path) -> None:

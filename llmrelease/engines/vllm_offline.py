@@ -107,6 +107,23 @@ class VllmEngine:
         finished.sort(key=lambda pair: pair[0])
         return GenerationBatch([g for _, g in finished], wall)
 
+    def complete(self, texts: list[str], *, max_tokens: int, regex: str | None = None) -> list[str]:
+        """Greedy completions of raw prompt texts (special tokens already written in them), for
+        classifiers such as Llama Guard whose prompt is built outside the chat template path."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        tokenizer = self.llm.get_tokenizer()
+        prompts = [{"prompt_token_ids": tokenizer.encode(t, add_special_tokens=False)} for t in texts]
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_tokens,
+            structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
+        )
+        with self._lock:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
 
 def sampling_params(sampling: SamplingSpec, response_schema: dict[str, Any] | None = None) -> Any:
     """vLLM SamplingParams for a spec; the response schema is enforced at decode time."""

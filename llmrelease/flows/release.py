@@ -10,10 +10,12 @@ from prefect.utilities.annotations import quote
 
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
 from llmrelease.store import redact_uri, resolve_store
+from llmrelease.tasks.guard import guard_summary
 from llmrelease.tasks.prefect_tasks import (
     champion_scores_task,
     evaluate_task,
     gate_task,
+    guard_task,
     load_app_task,
     load_evalsets_task,
     log_task,
@@ -60,8 +62,9 @@ def release(
             notes=[f"v{candidate.version.version} is already the champion: nothing to do"],
         )
 
-    # 3. Evaluate the candidate in one batch, and get the champion's scores on the same items.
-    evaluation = evaluate_task(spec, evalsets)
+    # 3. Evaluate the candidate in one batch, check its prompts and responses with the guard, and
+    #    get the champion's scores on the same items.
+    evaluation = guard_task(spec, evalsets, quote(evaluate_task(spec, evalsets)))
     champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
 
     # 4. Gate, record everything, and promote only if every gate passed.
@@ -82,6 +85,7 @@ def release(
         report=report.to_dict(),
         metrics={**evaluation.metrics, **evaluation.engine_info},
         notes=[f"champion scores: {champion_source}", note],
+        guard=guard_summary(evaluation.guard) if evaluation.guard is not None else None,
     )
 
 

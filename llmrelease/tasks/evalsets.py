@@ -71,6 +71,13 @@ def read_evalset(ref: EvalsetRef, variables: list[str]) -> list[EvalsetRow]:
                     line=lineno,
                     field="vars",
                 )
+            if row.reference is None and ref.card.needs_reference:
+                raise EvalsetError(
+                    "required field is missing (the card's exact_match/rouge_l scorers compare with it)",
+                    file=ref.path,
+                    line=lineno,
+                    field="reference",
+                )
             if row.id in seen:
                 raise EvalsetError(
                     f"duplicate id '{row.id}' (first on line {seen[row.id]})",

@@ -35,6 +35,8 @@ class Evaluation:
     rows: list[dict[str, Any]] = field(default_factory=list)
     """One record per item for the MLflow table."""
     engine_info: dict[str, float] = field(default_factory=dict)
+    guard: Any = None
+    """The guard step's outcome (tasks.guard.GuardOutcome) once it has run."""
 
 
 def load_engine(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from llmrelease.specs import Bootstrap, Gate, GatePolicy
+from llmrelease.specs import Bootstrap, Gate, GatePolicy, lower_is_better
 
 __all__ = ["GateResult", "GateReport", "paired_bootstrap", "evaluate_gates"]
 
@@ -87,7 +87,8 @@ def _rule(gate: Gate) -> str:
         return f">= {gate.min:g}"
     if gate.max is not None:
         return f"<= {gate.max:g}"
-    return f"drop <= {gate.max_regression:g} vs champion"
+    worse = "rise" if lower_is_better(gate.metric) else "drop"
+    return f"{worse} <= {gate.max_regression:g} vs champion"
 
 
 def _decide(
@@ -115,12 +116,20 @@ def _decide(
         return "fail", "no items in common with the champion: cannot compare", {}
     margin = float(gate.max_regression or 0.0)
     delta, lo, hi = paired_bootstrap(np.array([items[i] - champ[i] for i in common]), bootstrap)
-    ok = lo >= -margin
     conf = int(round(bootstrap.confidence * 100))
-    evidence = (
-        f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
-        f"lower bound {'>=' if ok else '<'} {-margin:+.4f}"
-    )
+    if lower_is_better(gate.metric):
+        # Delta is still (candidate - champion); a rise is the regression: its upper bound decides.
+        ok = hi <= margin
+        evidence = (
+            f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
+            f"upper bound {'<=' if ok else '>'} {margin:+.4f} (lower is better)"
+        )
+    else:
+        ok = lo >= -margin
+        evidence = (
+            f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
+            f"lower bound {'>=' if ok else '<'} {-margin:+.4f}"
+        )
     extra = {
         "champion_value": float(np.mean([champ[i] for i in common])),
         "delta": delta,

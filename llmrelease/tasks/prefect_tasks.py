@@ -24,6 +24,7 @@ __all__ = [
     "load_evalsets_task",
     "register_candidate_task",
     "evaluate_task",
+    "guard_task",
     "champion_scores_task",
     "gate_task",
     "log_task",
@@ -86,6 +87,26 @@ def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
         else f"started in {result.engine_info.get('engine.startup_s', 0):.0f}s",
     )
     return result
+
+
+@task(name="guard", cache_policy=NO_CACHE)
+def guard_task(spec: AppSpec, evalsets: list[Evalset], evaluation: Evaluation) -> Evaluation:
+    """Llama Guard on every prompt and response; a no-op for apps without ``guard.yaml``."""
+    if spec.guard is None:
+        return evaluation
+    checks = sum(len(e.rows) for e in evalsets) * len(spec.guard.check)
+    with progress_bar(f"guard ({spec.guard.backend})", checks, preparing="loading guard model") as advance:
+        steps.guard_evaluation(spec, spec.prompt, evalsets, evaluation, progress=advance)
+    m = evaluation.metrics
+    get_run_logger().info(
+        "guard: %d classifications in %.1fs; unsafe responses %.1f%%, unsafe prompts %.1f%%, unparsed %.1f%%",
+        int(m.get("guard.classifications", 0)),
+        m.get("guard.classify_s", 0.0),
+        100 * m.get("guard.response_unsafe_rate", 0.0),
+        100 * m.get("guard.prompt_unsafe_rate", 0.0),
+        100 * m.get("guard.unparsed_rate", 0.0),
+    )
+    return evaluation
 
 
 @task(name="champion-scores", **_IO)

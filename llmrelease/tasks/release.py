@@ -17,6 +17,7 @@ from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport, evaluate_gates
+from llmrelease.tasks.guard import apply_guard, guard_summary, run_guard
 
 __all__ = [
     "Candidate",
@@ -24,6 +25,7 @@ __all__ = [
     "candidate_key",
     "register_candidate",
     "champion_item_scores",
+    "guard_evaluation",
     "log_evaluation",
     "promote",
     "gate",
@@ -62,6 +64,8 @@ class ReleaseOutcome:
     report: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    guard: dict[str, Any] | None = None
+    """Guard rates, timing and flagged items, when the app has a guard."""
 
     @property
     def exit_code(self) -> int:
@@ -126,6 +130,33 @@ def register_candidate(
     return candidate
 
 
+def guard_evaluation(
+    spec: AppSpec,
+    prompt: PromptSpec,
+    evalsets: list[Evalset],
+    evaluation: Evaluation,
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Run the app's guard over an evaluation's prompts and responses and fold the result in."""
+    if spec.guard is None:
+        return
+    outcome = run_guard(
+        spec.guard,
+        prompt,
+        evalsets,
+        [g.text for g in evaluation.batch.generations],
+        project_root=spec.root,
+        spec_path=spec.guard_path,
+        progress=progress,
+    )
+    apply_guard(evaluation, outcome)
+
+
+def guard_digest(spec: AppSpec) -> str:
+    return spec.guard.digest()[:16] if spec.guard else "none"
+
+
 def champion_item_scores(
     registry: MlflowRegistry,
     spec: AppSpec,
@@ -136,7 +167,8 @@ def champion_item_scores(
     progress: Progress | None = None,
 ) -> tuple[dict[str, dict[str, float]] | None, str]:
     """The champion's per-item scores on these evalsets: reused from its release run when the
-    evalsets are byte-for-byte the same (same digests), else measured again now."""
+    evalsets are byte-for-byte the same (same digests) and the guard is the same, else measured
+    again now (guard included)."""
     champion = candidate.champion
     if champion is None:
         return None, "no champion yet"
@@ -149,16 +181,19 @@ def champion_item_scores(
         )
     run_tags = registry.run_tags(run_id)
     same = all(run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in candidate.digests.items())
-    if same:
+    same_guard = run_tags.get(TAG + "guard.digest", "none") == guard_digest(spec)
+    if same and same_guard:
         return registry.load_artifact_dict(run_id, "item_scores.json"), f"reused from run {run_id}"
     model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
     prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
     again = evaluate(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
+    guard_evaluation(spec, prompt, evalsets, again)
+    why = "evalsets" if not same else "the guard"
     return (
         again.scores.items,
-        f"re-evaluated champion v{champion.version} (evalsets changed since its release)",
+        f"re-evaluated champion v{champion.version} ({why} changed since its release)",
     )
 
 
@@ -195,6 +230,7 @@ def log_evaluation(
         "items": str(sum(len(ev.rows) for ev in evalsets)),
     }
     tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
+    tags[TAG + "guard.digest"] = guard_digest(spec)
     tags[TAG + "verdict"] = "passed" if report.passed else "failed"
     tags[TAG + "model_version"] = candidate.version.version
     tags["mlflow.note.content"] = (
@@ -207,6 +243,12 @@ def log_evaluation(
         "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
         "candidate/gates.json": spec.gates.model_dump(mode="json"),
     }
+    if evaluation.guard is not None:
+        artifacts["guard_report.json"] = {
+            **guard_summary(evaluation.guard, limit=1000),
+            "guard_spec": spec.guard.model_dump(mode="json") if spec.guard else None,
+        }
+        params["guard"] = spec.guard.version if spec.guard else "none"
     run_id = registry.log_evaluation(
         spec.name,
         run_name=f"{spec.name}-v{candidate.version.version}",

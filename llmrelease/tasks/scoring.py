@@ -56,7 +56,9 @@ def field_value(text: str | None, key: str | None) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _reference_value(reference: str | dict[str, Any], key: str | None) -> str:
+def _reference_value(reference: str | dict[str, Any] | None, key: str | None) -> str:
+    if reference is None:
+        return ""
     if key is None:
         return reference if isinstance(reference, str) else json.dumps(reference, sort_keys=True)
     if isinstance(reference, dict):
@@ -70,7 +72,7 @@ def score_outputs(
     scorers: list[Scorer],
     ids: list[str],
     outputs: list[str],
-    references: list[str | dict[str, Any]],
+    references: list[str | dict[str, Any] | None],
     *,
     response_schema: dict[str, Any] | None,
 ) -> Scores:
@@ -89,4 +91,22 @@ def score_outputs(
         per_item = [float(x) for x in result["per_item"]]
         scores.items[name] = dict(zip(ids, per_item, strict=True))
         scores.aggregates[name] = sum(per_item) / len(per_item) if per_item else 0.0
+    if response_schema is not None:
+        scores.merge(structured_output_scores(evalset, ids, outputs, response_schema))
+    return scores
+
+
+def structured_output_scores(
+    evalset: str, ids: list[str], outputs: list[str], response_schema: dict[str, Any]
+) -> Scores:
+    """Built in whenever the model has a response schema: ``<evalset>.json_parses`` (the output is
+    JSON) and ``<evalset>.schema_conforms`` (and it satisfies the schema), per item and as rates.
+    Decode-time enforcement should make both 1.0; measuring them catches truncation at
+    ``max_tokens`` and backends that ignore the schema."""
+    result = _metric("json_valid").compute(predictions=outputs, schema=json.dumps(response_schema))
+    scores = Scores()
+    for suffix, per_item in (("json_parses", result["parses"]), ("schema_conforms", result["per_item"])):
+        values = [float(x) for x in per_item]
+        scores.items[f"{evalset}.{suffix}"] = dict(zip(ids, values, strict=True))
+        scores.aggregates[f"{evalset}.{suffix}"] = sum(values) / len(values) if values else 0.0
     return scores

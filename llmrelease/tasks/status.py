@@ -28,7 +28,9 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
                 row["metrics"] = {
                     k: v
                     for k, v in metrics.items()
-                    if k.count(".") == 1 and not k.startswith(("serving.", "engine.", "gates.", "cost."))
+                    if k.count(".") == 1
+                    and not k.startswith(("serving.", "engine.", "gates.", "cost."))
+                    and (not k.startswith("guard.") or k.endswith("_rate"))
                 }
         aliases.append(row)
     return {

@@ -1,0 +1,1 @@
+"""Safety classification with Llama Guard: prompt construction, verdict parsing, batched backends."""
