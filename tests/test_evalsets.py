@@ -66,3 +66,18 @@ def test_digest_covers_every_row_and_field(tmp_path: Path) -> None:
     retagged = [r.model_copy(update={"tags": ["other"]}) if r.id == "r2" else r for r in rows]
     assert rows_digest(retagged) != rows_digest(rows)
     assert rows_digest(rows[:2]) != rows_digest(rows)
+
+
+def test_reference_is_required_when_a_scorer_compares_with_it(project: Path) -> None:
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evalsets import load_evalsets
+
+    path = project / "evalsets/support-triage/tickets.jsonl"
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[4])
+    del row["reference"]
+    lines[4] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EvalsetError, match="required field is missing") as info:
+        load_evalsets(load_app(project, "support-triage"))
+    assert (info.value.line, info.value.field) == (5, "reference")

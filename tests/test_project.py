@@ -77,3 +77,42 @@ def test_app_missing_a_spec_file_names_it(project: Path) -> None:
         load_app(project, "support-triage")
     assert info.value.file.endswith("registry/support-triage/gates.yaml")
     assert "model.yaml" in str(info.value)
+
+
+def test_response_model_by_import_path_becomes_the_schema(project: Path) -> None:
+    (project / "triage_schema.py").write_text(
+        "from typing import Literal\nfrom pydantic import BaseModel\n\n"
+        "class Triage(BaseModel):\n"
+        "    category: Literal['billing', 'technical', 'account', 'shipping']\n"
+        "    urgency: Literal['low', 'medium', 'high']\n"
+    )
+    model = project / "registry/support-triage/model.yaml"
+    text = model.read_text()
+    head, _, rest = text.partition("response_schema:")
+    rest = rest[rest.index("pricing:") :]
+    model.write_text(head + "response_model: triage_schema:Triage\n" + rest)
+    spec = load_app(project, "support-triage")
+    schema = spec.model.response_schema
+    assert schema["properties"]["category"]["enum"] == ["billing", "technical", "account", "shipping"]
+    assert spec.model.response_model is None  # resolved: the schema is the identity from here on
+    assert "tickets.schema_conforms" in spec.metric_names
+
+    model.write_text(head + "response_model: triage_schema:Missing\n" + rest)
+    with pytest.raises(SpecError, match="cannot import 'triage_schema:Missing'") as info:
+        load_app(project, "support-triage")
+    assert info.value.field == "response_model"
+    assert model.read_text().splitlines()[info.value.line - 1].startswith("response_model:")
+
+
+def test_schema_and_model_together_is_an_error(project: Path) -> None:
+    model = project / "registry/support-triage/model.yaml"
+    model.write_text(model.read_text() + "response_model: x:Y\n")
+    with pytest.raises(SpecError, match="not both"):
+        load_app(project, "support-triage")
+
+
+def test_quality_card_without_scorers_is_an_error(project: Path) -> None:
+    card = project / "evalsets/support-triage/tickets.card.yaml"
+    card.write_text(card.read_text().split("scorers:")[0])
+    with pytest.raises(SpecError, match="needs at least one scorer"):
+        load_app(project, "support-triage")

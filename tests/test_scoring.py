@@ -81,3 +81,18 @@ def test_field_value_handles_non_objects() -> None:
     assert field_value('{"a": 3}', "a") == "3"
     assert field_value("[1]", "a") == ""
     assert field_value(None, "a") == ""
+
+
+def test_structured_output_rates_parse_and_conform() -> None:
+    from llmrelease.tasks.scoring import structured_output_scores
+
+    schema = {
+        "type": "object",
+        "properties": {"category": {"enum": ["billing", "technical"]}},
+        "required": ["category"],
+    }
+    outs = ['{"category": "billing"}', '{"category": "weather"}', '{"category": "bill', "[]"]
+    s = structured_output_scores("t", ["a", "b", "c", "d"], outs, schema)
+    assert s.items["t.json_parses"] == {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}
+    assert s.items["t.schema_conforms"] == {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    assert s.aggregates == {"t.json_parses": 0.75, "t.schema_conforms": 0.25}
