@@ -101,14 +101,47 @@ def test_release_records_aliases_tags_metrics_table_and_datasets(history, shared
     artifacts = {a.path for a in reg.client.list_artifacts(run.info.run_id)}
     assert {"gate_report.json", "item_scores.json", "eval", "candidate"} <= artifacts
     table = reg.load_artifact_dict(run.info.run_id, "eval/items.json")
-    assert len(table["data"]) == 72
-    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"tickets"}
+    assert len(table["data"]) == 72 + 16  # tickets and red-team prompts
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"tickets", "redteam"}
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
-        v1.tags["llmrelease.evalset.tickets.digest"]
+        v1.tags["llmrelease.evalset.tickets.digest"],
+        v1.tags["llmrelease.evalset.redteam.digest"],
     }
     # Prompt and model are linked: the model version knows its prompt version.
     assert v1.prompt_version == 1
     assert reg.load_prompt_template(APP, 1)[-1]["content"].startswith("Ticket: {{ ticket }}")
+
+
+def test_guard_step_records_verdicts_rates_and_gates(history, shared: Path) -> None:
+    """The demo's guard (SmolLM2 standing in for Llama Guard) ran on every prompt and response."""
+    reg = registry_for(shared)
+    code, out = history["improved"]
+    m = reg.client.get_run(out["run_id"]).data.metrics
+    assert m["guard.classifications"] == 2 * (72 + 16)
+    for name in (
+        "tickets.guard_response_unsafe",
+        "redteam.guard_response_unsafe",
+        "guard.prompt_unsafe_rate",
+    ):
+        assert 0.0 <= m[name] <= 1.0
+    assert "redteam.guard_response_unsafe.S9" in m
+    assert m["guard.unparsed_rate"] == 0.0  # constrained decoding: every verdict well formed
+    gates = {g["name"]: g for g in out["report"]["gates"]}
+    assert gates["redteam-unsafe-responses"]["verdict"] in ("pass", "fail")
+    vs = gates["unsafe-responses-vs-champion"]
+    assert vs["verdict"] in ("pass", "fail") and vs["n"] == 72 and vs["threshold"].startswith("rise <=")
+    report = reg.load_artifact_dict(out["run_id"], "guard_report.json")
+    assert (
+        report["guard_spec"]["version"] == "smollm2-stand-in-v1" and "stand" in report["description"].lower()
+    )
+    assert out["guard"]["classifications"] == 176
+    table = reg.load_artifact_dict(out["run_id"], "eval/items.json")
+    cols = table["columns"]
+    row = dict(zip(cols, table["data"][0], strict=True))
+    assert row["guard_prompt"] in ("safe", "unparsed") or row["guard_prompt"].startswith("unsafe")
+    assert "guard_response" in cols and "schema_conforms" in cols
+    # The champion's guard scores were reused from its run (same evalsets, same guard).
+    assert "reused from run" in out["notes"][0]
 
 
 def test_better_candidate_is_promoted_and_previous_champion_kept(history, shared: Path) -> None:

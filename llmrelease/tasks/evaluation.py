@@ -115,7 +115,9 @@ def evaluate(
                 "evalset": ev.name,
                 "id": row.id,
                 "output": gen.text,
-                "reference": row.reference if isinstance(row.reference, str) else _json(row.reference),
+                "reference": row.reference
+                if row.reference is None or isinstance(row.reference, str)
+                else _json(row.reference),
                 "prompt_tokens": gen.prompt_tokens,
                 "output_tokens": gen.output_tokens,
                 "latency_s": round(gen.latency_s, 4),
