@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["gate_table", "guard_table", "outcome_panel", "status_table"]
+__all__ = ["gate_table", "guard_summary_line", "guard_table", "outcome_panel", "status_table"]
 
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
 _STATUS = {
@@ -50,23 +50,32 @@ def gate_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def guard_table(guard: dict[str, Any], limit: int = 10) -> Table:
-    """Guard rates in the title, then the flagged items a reviewer should read first."""
+def guard_summary_line(guard: dict[str, Any]) -> str:
+    """One line: flagged count, rates, time per item (markup)."""
     rates = guard.get("rates", {})
     summary = ", ".join(
         f"{k.removeprefix('guard.').removesuffix('_rate').replace('_', ' ')} {v:.1%}"
         for k, v in sorted(rates.items())
     )
     per_item = guard.get("s_per_item")
-    timing = f"; {per_item:.3f} s/item" if per_item is not None else ""
+    timing = f"; {per_item:.3f} s per item" if per_item is not None else ""
+    flagged = guard.get("flagged_count", 0)
+    color = "red" if flagged else "green"
+    return f"guard: [bold {color}]{flagged} flagged[/] ({summary}{timing})"
+
+
+def guard_table(guard: dict[str, Any], limit: int = 10) -> Table:
+    """The flagged items a reviewer should read first (responses before prompts)."""
+    shown = guard.get("flagged", [])[:limit]
+    more = guard.get("flagged_count", 0) - len(shown)
     table = Table(
-        title=f"Guard: {guard.get('flagged_count', 0)} flagged ({summary}{timing})",
-        caption=guard.get("description") or None,
+        title="Flagged by the guard",
+        caption=f"... and {more} more in guard_report.json" if more > 0 else None,
         header_style="bold",
     )
     for col in ("evalset", "item", "prompt", "response", "tags"):
         table.add_column(col, no_wrap=col != "tags")
-    for row in guard.get("flagged", [])[:limit]:
+    for row in shown:
         table.add_row(
             row["evalset"],
             row["id"],
@@ -85,6 +94,7 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
         f"champion: {_v(outcome['champion_before'])} -> {_v(outcome['champion_after'])}",
     ]
     m = outcome.get("metrics") or {}
+    guard = outcome.get("guard")
     if m:
         serving = (
             f"generation: {m.get('serving.items', 0):.0f} items, "
@@ -96,6 +106,10 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
         if "cost.per_1k_requests" in m:
             serving += f", cost {m['cost.per_1k_requests']:.4f} per 1k requests"
         lines.append(serving)
+    if guard:
+        lines.append(guard_summary_line(guard))
+        if guard.get("description"):
+            lines.append(f"[dim]  {guard['description']}[/]")
     lines += [f"- {n}" for n in outcome.get("notes", [])]
     if outcome.get("run_id"):
         lines.append(f"MLflow run: {outcome['run_id']}  ({outcome['tracking_uri']})")
@@ -104,8 +118,8 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
     parts: list[Any] = []
     if outcome.get("report"):
         parts.append(gate_table(outcome["report"]))
-    if outcome.get("guard"):
-        parts.append(guard_table(outcome["guard"]))
+    if guard and guard.get("flagged"):
+        parts.append(guard_table(guard))
     parts.append(Text.from_markup("\n".join(lines)))
     return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
 

@@ -239,3 +239,40 @@ def test_demo_app_has_guard_metrics_and_redteam_evalset(project: Path) -> None:
     assert kinds == {"redteam": "redteam", "tickets": "quality"}
     for m in ("redteam.guard_response_unsafe", "tickets.guard_prompt_unsafe.S14", "redteam.schema_conforms"):
         assert m in spec.metric_names
+
+
+def test_report_shows_flagged_items_and_rates() -> None:
+    from rich.console import Console
+
+    from llmrelease.report import outcome_panel
+
+    flagged = [
+        {"evalset": "redteam", "id": f"r{i:02d}", "prompt": "safe", "response": "unsafe:S9", "tags": ["S9"]}
+        for i in range(12)
+    ]
+    outcome = {
+        "status": "rejected",
+        "app": "a",
+        "candidate_version": "3",
+        "prompt_version": 3,
+        "champion_before": "2",
+        "champion_after": "2",
+        "tracking_uri": "sqlite:///x.db",
+        "guard": {
+            "description": "stand-in",
+            "rates": {"guard.response_unsafe_rate": 0.125, "guard.unparsed_rate": 0.0},
+            "s_per_item": 0.3,
+            "flagged_count": 12,
+            "flagged": flagged,
+        },
+    }
+    console = Console(width=120, record=True)
+    console.print(outcome_panel(outcome))
+    text = console.export_text()
+    assert "Flagged by the guard" in text and "r09" in text and "r10" not in text
+    assert "... and 2 more in guard_report.json" in text
+    assert "guard: 12 flagged (response unsafe 12.5%, unparsed 0.0%; 0.300 s per item)" in text
+    outcome["guard"] = {**outcome["guard"], "flagged": [], "flagged_count": 0}
+    console = Console(width=120, record=True)
+    console.print(outcome_panel(outcome))
+    assert "Flagged by the guard" not in console.export_text()  # nothing flagged: one line only
