@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench" / "gpu"))
+
+from transformers_batching import llama_config  # noqa: E402
 
 from llmrelease.guard.prompt import guard_conversation, render_guard_input  # noqa: E402
 from llmrelease.guard.transformers_backend import TransformersGuard  # noqa: E402
@@ -56,32 +59,12 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
 
 def random_checkpoint(size: str, tokenizer_dir: Path, dest: Path) -> Path:
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    if size == "tiny":
-        shape = dict(
-            hidden_size=256,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-        )
-    else:  # Llama-3.2-1B / Llama Guard 3 1B shape (vocabulary of the given tokenizer)
-        shape = dict(
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=16,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-        )
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        tie_word_embeddings=True,
-        max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        **shape,
+    # Llama Guard 3 1B's shape with the given tokenizer's vocabulary (bench/gpu shares the shape).
+    cfg = llama_config(
+        tiny=size == "tiny", vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)

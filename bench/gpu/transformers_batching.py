@@ -14,6 +14,28 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
+
+
+def llama_config(*, tiny: bool, vocab_size: int, **extra: int) -> Any:
+    """A Llama-3.2-1B-shaped config (~1.2B parameters with a 128k vocabulary; Llama Guard 3 1B has
+    this shape), or a 2-layer one for a CPU smoke run."""
+    from transformers import LlamaConfig
+
+    if tiny:
+        shape = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2}
+        heads = {"num_attention_heads": 4, "num_key_value_heads": 4}
+    else:
+        shape = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16}
+        heads = {"num_attention_heads": 32, "num_key_value_heads": 8}
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+        **shape,
+        **heads,
+        **extra,
+    )
 
 
 def main() -> None:
@@ -26,30 +48,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    if args.tiny:
-        cfg = LlamaConfig(
-            vocab_size=32000,
-            hidden_size=256,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-        )
-    else:  # Llama-3.2-1B-like: ~1.2B parameters
-        cfg = LlamaConfig(
-            vocab_size=128256,
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=16,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            tie_word_embeddings=True,
-            max_position_embeddings=4096,
-        )
+    cfg = llama_config(tiny=args.tiny, vocab_size=32000 if args.tiny else 128256)
     cfg.pad_token_id = 0
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
