@@ -258,6 +258,20 @@ def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, t
     assert g["n"] == 40
 
 
+def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, tmp_path: Path) -> None:
+    """The champion's guard scores came from another guard: they are measured again, not reused."""
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)
+    guard = project / "registry" / APP / "guard.yaml"
+    guard.write_text(guard.read_text().replace("check: [prompt, response]", "check: [response]"))
+    code, out = release(project, "--prompt", str(project / REGRESSED))
+    assert code == 1
+    assert any("re-evaluated champion v2 (the guard changed since its release)" in n for n in out["notes"])
+    vs = next(g for g in out["report"]["gates"] if g["name"] == "unsafe-responses-vs-champion")
+    assert vs["n"] == 72 and vs["verdict"] in ("pass", "fail")
+    assert "guard.prompt_unsafe_rate" not in out["metrics"]  # only responses were checked
+
+
 def test_promotion_refused_when_champion_moved_during_evaluation(
     history, shared: Path, tmp_path: Path
 ) -> None:
