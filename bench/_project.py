@@ -30,11 +30,26 @@ def drop_guard(project: Path, app: str = APP) -> None:
     (app_dir / "gates.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
 
 
+SHADOW_GATES = ("shadow-no-errors", "shadow-ttft-p95", "shadow-cost")
+
+
+def drop_shadow(project: Path, app: str = APP) -> None:
+    """Remove the demo's shadow spec and its gates (no OpenAI server is started)."""
+    import yaml
+
+    app_dir = project / "registry" / app
+    (app_dir / "shadow.yaml").unlink(missing_ok=True)
+    policy = yaml.safe_load((app_dir / "gates.yaml").read_text())
+    policy["gates"] = [g for g in policy["gates"] if g["name"] not in SHADOW_GATES]
+    (app_dir / "gates.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+
+
 def make_project(dest: Path, rows: int, *, seed: int = 0) -> Path:
     """A project directory with registry/ copied from the repo and ``rows`` synthetic tickets."""
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(REPO / "registry", dest / "registry")
     drop_guard(dest)  # the zero-cost engine has no zero-cost guard: measure orchestration only
+    drop_shadow(dest)
     # The zero-cost engine always answers the first category (accuracy 0.25): lower the floor so the
     # first release is promoted and the second is compared against it.
     gates = dest / "registry" / APP / "gates.yaml"

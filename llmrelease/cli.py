@@ -184,6 +184,56 @@ def release(
 
 
 @app.command()
+def shadow(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Registered version to compare. Default: the challenger."),
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="Version to compare with. Default: the champion."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Replay recorded production traffic (registry/APP/shadow.yaml) through the champion and a
+    registered version: TTFT, time per token, cost per 1,000 requests, prefix-cache hits, output
+    agreement. Records an MLflow run with an HTML report; moves no alias.
+
+    Exit 0: every shadow gate passed (or there are none). 1: a shadow gate failed. 2: invalid input.
+    """
+    _quiet(verbose)
+    from llmrelease.report import shadow_panel
+    from llmrelease.store import resolve_store
+
+    with _stdout_to_stderr(as_json):
+        try:
+            from llmrelease.project import load_app
+
+            load_app(project, app_name)  # fail fast on bad specs, before Prefect starts
+            store = resolve_store(project, tracking_uri)
+            from llmrelease.flows.shadow import shadow_flow
+
+            with store.exported():
+                outcome = shadow_flow(
+                    app=app_name,
+                    project_dir=str(project),
+                    candidate_version=version,
+                    champion_version=against,
+                )
+        except LLMReleaseError as exc:
+            _fail(exc)
+    if as_json:
+        print(json.dumps({**outcome, "mlflow_ui": store.ui_command}, indent=2, default=str))
+    else:
+        report_console().print(shadow_panel(outcome, store.ui_command))
+    raise typer.Exit(outcome["exit_code"])
+
+
+@app.command()
 def status(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
     project: ProjectOpt = Path("."),

@@ -304,9 +304,12 @@ class MlflowRegistry:
         table: dict[str, list[Any]],
         artifacts: dict[str, Any],
         datasets: list[tuple[Any, str, str]],
+        table_file: str = "eval/items.json",
+        extra_tables: dict[str, dict[str, list[Any]]] | None = None,
     ) -> str:
         """One MLflow run per evaluation; metrics in one batched call.
 
+        ``artifacts``: path -> JSON-able value, or text (``str``, e.g. an HTML report).
         ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""
         mlflow = self._mlflow
         from mlflow.entities import Metric, Param, RunTag
@@ -326,9 +329,14 @@ class MlflowRegistry:
                 dataset = mlflow.data.from_huggingface(ds, name=name, digest=digest)
                 with mlflow.start_run(run_id=run_id, nested=False):
                     mlflow.log_input(dataset, context="evaluation")
-            self.client.log_table(run_id, data=table, artifact_file="eval/items.json")
+            self.client.log_table(run_id, data=table, artifact_file=table_file)
+            for path, extra in (extra_tables or {}).items():
+                self.client.log_table(run_id, data=extra, artifact_file=path)
             for path, obj in artifacts.items():
-                self.client.log_dict(run_id, obj, path)
+                if isinstance(obj, str):
+                    self.client.log_text(run_id, obj, path)
+                else:
+                    self.client.log_dict(run_id, obj, path)
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise

@@ -14,13 +14,15 @@ import yaml
 
 from llmrelease.errors import SpecError, UnknownNameError
 from llmrelease.specfile import _node_for, load_spec
-from llmrelease.specs import EvalsetCard, GatePolicy, GuardSpec, ModelSpec, PromptSpec
+from llmrelease.specs import EvalsetCard, GatePolicy, GuardSpec, ModelSpec, PromptSpec, ShadowSpec
 
 __all__ = ["AppSpec", "EvalsetRef", "list_apps", "load_app", "git_commit"]
 
 PROMPT_FILE, MODEL_FILE, GATES_FILE = "prompt.yaml", "model.yaml", "gates.yaml"
 GUARD_FILE = "guard.yaml"
 """Optional: the app's safety classifier (see GuardSpec)."""
+SHADOW_FILE = "shadow.yaml"
+"""Optional: replay production traffic through champion and candidate (see ShadowSpec)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ class AppSpec:
     evalsets: list[EvalsetRef] = field(default_factory=list)
     guard: GuardSpec | None = None
     guard_path: Path | None = None
+    shadow: ShadowSpec | None = None
+    shadow_path: Path | None = None
+
+    @staticmethod
+    def has_item_scores(metric: str) -> bool:
+        """Shadow metrics are aggregates of two distributions; every other metric is per item."""
+        return not metric.startswith(("shadow.", "champion.", "candidate."))
 
     @property
     def metric_names(self) -> list[str]:
@@ -59,6 +68,10 @@ class AppSpec:
                     base = f"{e.name}.guard_{check}_unsafe"
                     names += [base] + [f"{base}.{code}" for code in self.guard.codes]
                 names.append(f"{e.name}.guard_unparsed")
+        if self.shadow is not None:
+            from llmrelease.tasks.shadow_stats import SHADOW_METRICS
+
+            names += list(SHADOW_METRICS)
         return names
 
 
@@ -104,6 +117,8 @@ def load_app(
     gates = load_spec(gates_path, GatePolicy)
     guard_path = app_dir / GUARD_FILE
     guard = load_spec(guard_path, GuardSpec) if guard_path.is_file() else None
+    shadow_path = app_dir / SHADOW_FILE
+    shadow = load_spec(shadow_path, ShadowSpec) if shadow_path.is_file() else None
 
     ev_dir = root / "evalsets" / app
     files = sorted(ev_dir.glob("*.jsonl")) if ev_dir.is_dir() else []
@@ -145,6 +160,8 @@ def load_app(
         evalsets,
         guard,
         guard_path if guard else None,
+        shadow,
+        shadow_path if shadow else None,
     )
     known = spec.metric_names
     for i, gate in enumerate(gates.gates):
@@ -154,6 +171,14 @@ def load_app(
                 file=gates_path,
                 line=_line(gates_path, ("gates", i, "metric")),
                 field=f"gates[{i}].metric",
+            )
+        if gate.max_regression is not None and not spec.has_item_scores(gate.metric):
+            raise SpecError(
+                f"'{gate.metric}' is an aggregate of the shadow comparison (no per-item scores): "
+                "use 'min' or 'max' (ratios are candidate / champion)",
+                file=gates_path,
+                line=_line(gates_path, ("gates", i, "max_regression")),
+                field=f"gates[{i}].max_regression",
             )
     return spec
 

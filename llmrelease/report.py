@@ -9,7 +9,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["gate_table", "guard_summary_line", "guard_table", "outcome_panel", "status_table"]
+__all__ = [
+    "gate_table",
+    "guard_summary_line",
+    "guard_table",
+    "outcome_panel",
+    "shadow_table",
+    "shadow_panel",
+    "status_table",
+]
 
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
 _STATUS = {
@@ -62,6 +70,45 @@ def guard_summary_line(guard: dict[str, Any]) -> str:
     flagged = guard.get("flagged_count", 0)
     color = "red" if flagged else "green"
     return f"guard: [bold {color}]{flagged} flagged[/] ({summary}{timing})"
+
+
+_SHADOW_ROWS = (
+    ("TTFT p50 (s)", "ttft_p50_s", ".3f"),
+    ("TTFT p95 (s)", "ttft_p95_s", ".3f"),
+    ("time/token p50 (s)", "tpot_p50_s", ".4f"),
+    ("time/token p95 (s)", "tpot_p95_s", ".4f"),
+    ("prefix-cache hit", "prefix_cache_hit_rate", ".0%"),
+    ("cost / 1k requests", "cost_per_1k_requests", ".5f"),
+    ("  saved by the cache", "prefix_cache_saving_per_1k", ".5f"),
+    ("errors", "error_rate", ".0%"),
+)
+
+
+def shadow_agreement(shadow: dict[str, Any]) -> str:
+    m = shadow.get("metrics", {})
+    agree = []
+    if "shadow.agreement_exact" in m:
+        agree.append(f"outputs identical {m['shadow.agreement_exact']:.0%}")
+    if "shadow.agreement_rouge_l" in m:
+        agree.append(f"ROUGE-L {m['shadow.agreement_rouge_l']:.2f}")
+    if "shadow.length_ks_pvalue" in m:
+        agree.append(f"output length KS p={m['shadow.length_ks_pvalue']:.3g}")
+    return "shadow: " + "; ".join(agree) if agree else ""
+
+
+def shadow_table(shadow: dict[str, Any]) -> Table:
+    """Champion and candidate on the same replayed requests: the numbers production teams watch."""
+    m = shadow.get("metrics", {})
+    table = Table(title=f"Shadow: {shadow.get('requests', 0)} replayed requests", header_style="bold")
+    for col, justify in (("", "left"), ("champion", "right"), ("candidate", "right"), ("ratio", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for label, key, fmt in _SHADOW_ROWS:
+        a, b = m.get(f"champion.{key}"), m.get(f"candidate.{key}")
+        if a is None and b is None:
+            continue
+        ratio = f"{b / a:.2f}x" if a and b is not None and not fmt.endswith("%") else ""
+        table.add_row(label, "-" if a is None else f"{a:{fmt}}", "-" if b is None else f"{b:{fmt}}", ratio)
+    return table
 
 
 def guard_table(guard: dict[str, Any], limit: int = 10) -> Table:
@@ -120,6 +167,30 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
         parts.append(gate_table(outcome["report"]))
     if guard and guard.get("flagged"):
         parts.append(guard_table(guard))
+    if outcome.get("shadow"):
+        parts.append(shadow_table(outcome["shadow"]))
+        lines.insert(2, shadow_agreement(outcome["shadow"]))
+    parts.append(Text.from_markup("\n".join(lines)))
+    return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
+
+
+def shadow_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Panel:
+    """The standalone shadow comparison: its gates, the headline numbers, where the report is."""
+    ok = outcome["passed"]
+    label, color = ("SHADOW GATES PASSED", "green") if ok else ("SHADOW GATES FAILED", "red")
+    lines = [
+        f"app [bold]{outcome['app']}[/]: v{outcome['candidate_version']} "
+        f"against v{outcome['champion_version']}",
+        shadow_agreement(outcome["shadow"]),
+    ]
+    lines += [f"- {n}" for n in outcome["shadow"].get("notes", [])]
+    lines.append(f"MLflow run: {outcome['run_id']}  ({outcome['tracking_uri']}); report: shadow/report.html")
+    if ui_command:
+        lines.append(f"open the MLflow UI: [bold]{ui_command}[/]")
+    parts: list[Any] = []
+    if outcome.get("report"):
+        parts.append(gate_table(outcome["report"]))
+    parts.append(shadow_table(outcome["shadow"]))
     parts.append(Text.from_markup("\n".join(lines)))
     return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,9 @@ __all__ = [
     "Scorer",
     "EvalsetCard",
     "EvalsetRow",
+    "TrafficRecord",
+    "TrafficSpec",
+    "ShadowSpec",
     "GuardCategory",
     "GuardSpec",
     "LLAMA_GUARD_3_CATEGORIES",
@@ -192,15 +196,32 @@ class SamplingSpec(_Spec):
 
 
 class Pricing(_Spec):
-    """Prices in currency units per million tokens; used for cost per transaction."""
+    """Cost per transaction: token prices per million tokens (a hosted API), or ``gpu_per_hour``
+    (self-hosted: the accelerator's time, shared by the requests it served)."""
 
     currency: str = "USD"
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
     """Price of prompt tokens served from the prefix cache; defaults to ``input_per_mtok``."""
+    gpu_per_hour: float | None = Field(default=None, ge=0)
+    """Self-hosted price of the serving machine per hour, instead of token prices."""
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Pricing:
+        tokens = self.input_per_mtok is not None and self.output_per_mtok is not None
+        if self.gpu_per_hour is not None and (
+            self.input_per_mtok is not None or self.output_per_mtok is not None
+        ):
+            raise ValueError("give token prices (input/output_per_mtok) or gpu_per_hour, not both")
+        if self.gpu_per_hour is None and not tokens:
+            raise ValueError("give input_per_mtok and output_per_mtok (per million tokens), or gpu_per_hour")
+        return self
 
     def cost(self, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """Token-priced cost of one request (0 for gpu_per_hour pricing: that cost is per second)."""
+        if self.input_per_mtok is None or self.output_per_mtok is None:
+            return 0.0
         cached_price = (
             self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
         )
@@ -477,3 +498,80 @@ class GuardSpec(_Spec):
 def resolve_relative(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
+
+
+# ----------------------------------------------------------------------------------------- shadow
+
+
+class RecordedOutput(_Spec):
+    """What production answered, when the log has it (the shadow run measures its own champion too)."""
+
+    output: str | None = None
+    latency_s: float | None = Field(default=None, ge=0)
+    ttft_s: float | None = Field(default=None, ge=0)
+
+
+class TrafficRecord(_Spec):
+    """One line of a traffic log: a recorded production request (see README: 'Shadow')."""
+
+    id: str | None = None
+    """Request id; the line number when absent."""
+    timestamp: datetime
+    """When the request was served (ISO 8601; a timezone is assumed UTC when missing)."""
+    app: str = Field(min_length=1)
+    vars: dict[str, str] | None = None
+    """Template variables: the request is rendered with each side's own prompt template."""
+    messages: list[Message] | None = None
+    """Or the chat messages as sent: both sides get them as they are (compares models, not prompts)."""
+    champion: RecordedOutput | None = None
+
+    @model_validator(mode="after")
+    def _vars_or_messages(self) -> TrafficRecord:
+        if (self.vars is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'vars' (template variables) or 'messages' (chat messages)")
+        return self
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v if v.tzinfo is not None else v.replace(tzinfo=UTC)
+
+
+class TrafficSpec(_Spec):
+    """Where recorded production requests are, and which of them to replay."""
+
+    source: str = Field(min_length=1)
+    """A JSONL file: a local path (relative to the project) or ``s3://bucket/key`` (boto3; the endpoint
+    comes from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
+    sample: Literal["first", "random"] = "first"
+    """``first``: the first ``n`` matching requests; ``random``: ``n`` of them uniformly (seeded)."""
+    n: int = Field(default=200, ge=1, le=1_000_000)
+    seed: int = 0
+    since: datetime | None = None
+    """Only requests at or after this time (ISO 8601)."""
+    until: datetime | None = None
+    """Only requests before this time."""
+    on_bad_line: Literal["fail", "skip"] = "fail"
+    """``fail``: a bad line stops the run, naming file and line. ``skip``: it is reported and skipped."""
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v if v is None or v.tzinfo is not None else v.replace(tzinfo=UTC)
+
+
+class ShadowSpec(_Spec):
+    """``registry/<app>/shadow.yaml``: replay production traffic through champion and candidate."""
+
+    version: str = Field(min_length=1)
+    traffic: TrafficSpec
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    """Requests in flight per side."""
+    champion_url: str | None = None
+    """An already-running OpenAI-compatible endpoint (``http://host:port/v1``) serving the champion;
+    when absent, a vLLM server is started for it."""
+    candidate_url: str | None = None
+    """Same for the candidate."""
+    prefix_caching: bool = True
+    """Start servers with prefix caching on (the report shows the hit rate and the saving)."""
+    startup_timeout_s: float = Field(default=300, gt=0)

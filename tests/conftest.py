@@ -35,19 +35,24 @@ def _stop_engines_at_the_end():
 
     if "llmrelease.engines.vllm_offline" in sys.modules:
         sys.modules["llmrelease.engines.vllm_offline"].clear_engines()
+    if "llmrelease.engines.openai_server" in sys.modules:
+        sys.modules["llmrelease.engines.openai_server"].stop_servers()
 
 
-def copy_project(dest: Path, *, guard: bool = True) -> Path:
+def copy_project(dest: Path, *, guard: bool = True, shadow: bool = True) -> Path:
     """A copy of the demo project (registry/, evalsets/, examples/) as its own Git repository.
 
-    ``guard=False`` removes the demo's guard, its red-team evalset and the gates on them: tests about
-    something else skip ~30 s of stand-in guard classification per release on CPU."""
+    ``guard=False`` removes the demo's guard, its red-team evalset and the gates on them; and
+    ``shadow=False`` its shadow spec and gates: tests about something else skip ~30 s of stand-in
+    guard classification per release, or an OpenAI server start-up, on CPU."""
+    from bench._project import drop_guard, drop_shadow
+
     for part in ("registry", "evalsets", "examples"):
         shutil.copytree(REPO / part, dest / part)
     if not guard:
-        from bench._project import drop_guard
-
         drop_guard(dest)
+    if not shadow:
+        drop_shadow(dest)
     git = ["git", "-C", str(dest), "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)

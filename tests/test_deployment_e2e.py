@@ -70,7 +70,10 @@ def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -
 
 
 def test_release_deployment_from_prefect_yaml_runs_on_a_worker(prefect_server, tmp_path: Path) -> None:
-    env = {**prefect_server, "LLMRELEASE_PROJECT_DIR": str(copy_project(tmp_path / "project", guard=False))}
+    env = {
+        **prefect_server,
+        "LLMRELEASE_PROJECT_DIR": str(copy_project(tmp_path / "project", guard=False, shadow=False)),
+    }
     project = Path(env["LLMRELEASE_PROJECT_DIR"])
     (project / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())
     run([PREFECT, "work-pool", "create", "cpu", "--type", "process"], env, project)

@@ -41,7 +41,7 @@ def test_engine_factory_switch(monkeypatch) -> None:
 def test_release_flow_with_the_zero_cost_engine(tmp_path: Path, monkeypatch) -> None:
     from llmrelease.flows.release import release_flow
 
-    project = copy_project(tmp_path / "project", guard=False)  # zero-cost engine, no real guard
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)  # zero-cost: no guard, no server
     monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = release_flow(app="support-triage", project_dir=str(project))

@@ -359,7 +359,7 @@ def test_artifacts_on_s3_through_a_real_s3_api(tmp_path: Path, monkeypatch) -> N
             monkeypatch.setenv(k, v)
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="releases")
-        project = copy_project(tmp_path / "s3project", guard=False)
+        project = copy_project(tmp_path / "s3project", guard=False, shadow=False)
         code, out, err = cli(
             "release", APP, "-p", str(project), "--tracking-uri", f"sqlite:///{tmp_path / 's3.db'}", "--json"
         )

@@ -18,11 +18,13 @@ from llmrelease.tasks.prefect_tasks import (
     guard_task,
     load_app_task,
     load_evalsets_task,
+    load_traffic_task,
     log_task,
     promote_task,
     register_candidate_task,
+    shadow_task,
 )
-from llmrelease.tasks.release import ReleaseOutcome
+from llmrelease.tasks.release import ReleaseOutcome, shadow_summary
 
 __all__ = ["release", "release_flow"]
 
@@ -42,6 +44,7 @@ def release(
     # quote(): Prefect walks task arguments looking for futures; evalsets and per-item results are
     # large (10k rows took 40 s of walking per release), so they are passed through untouched.
     evalsets = quote(load_evalsets_task(spec))
+    traffic = quote(load_traffic_task(spec))  # production requests for the shadow comparison
     # Explicit URI > MLFLOW_TRACKING_URI > the project's embedded SQLite store (as the CLI does).
     store = resolve_store(spec.root, tracking_uri)
     registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
@@ -66,6 +69,8 @@ def release(
     #    get the champion's scores on the same items.
     evaluation = guard_task(spec, evalsets, quote(evaluate_task(spec, evalsets)))
     champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
+    # ...and replay recorded production traffic through both, the way a shadow deployment would.
+    evaluation = shadow_task(registry, spec, candidate, quote(evaluation), traffic)
 
     # 4. Gate, record everything, and promote only if every gate passed.
     report = gate_task(spec, quote(evaluation), quote(champion_items), candidate)
@@ -86,6 +91,7 @@ def release(
         metrics={**evaluation.metrics, **evaluation.engine_info},
         notes=[f"champion scores: {champion_source}", note],
         guard=guard_summary(evaluation.guard) if evaluation.guard is not None else None,
+        shadow=shadow_summary(evaluation.shadow) if evaluation.shadow is not None else None,
     )
 
 

@@ -37,6 +37,8 @@ class Evaluation:
     engine_info: dict[str, float] = field(default_factory=dict)
     guard: Any = None
     """The guard step's outcome (tasks.guard.GuardOutcome) once it has run."""
+    shadow: Any = None
+    """The shadow comparison (tasks.shadow.ShadowResult) when the app has one and a champion."""
 
 
 def load_engine(

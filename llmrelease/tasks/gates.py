@@ -100,6 +100,12 @@ def _decide(
 ) -> tuple[Verdict, str, dict[str, Any]]:
     """(verdict, evidence, extra GateResult fields) for one gate. Missing data fails closed."""
     if gate.kind == "absolute":
+        if (
+            value is None
+            and champion_items is None
+            and gate.metric.startswith(("shadow.", "champion.", "candidate."))
+        ):
+            return "skipped", "no champion yet: nothing to shadow", {}
         if value is None:
             return "fail", "metric was not computed", {}
         ok = value >= gate.min if gate.min is not None else value <= (gate.max or 0.0)

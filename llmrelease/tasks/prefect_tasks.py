@@ -18,13 +18,16 @@ from llmrelease.tasks.evalsets import Evalset, load_evalsets
 from llmrelease.tasks.evaluation import Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport
 from llmrelease.tasks.progress import progress_bar
+from llmrelease.tasks.traffic import TrafficSample, read_traffic
 
 __all__ = [
     "load_app_task",
     "load_evalsets_task",
     "register_candidate_task",
+    "load_traffic_task",
     "evaluate_task",
     "guard_task",
+    "shadow_task",
     "champion_scores_task",
     "gate_task",
     "log_task",
@@ -47,6 +50,26 @@ def load_evalsets_task(spec: AppSpec) -> list[Evalset]:
     evalsets = load_evalsets(spec)
     get_run_logger().info("evalsets: %s", ", ".join(f"{e.name} ({len(e.rows)} rows)" for e in evalsets))
     return evalsets
+
+
+@task(name="load-traffic", **_IO)
+def load_traffic_task(spec: AppSpec) -> TrafficSample | None:
+    """Read and sample the shadow traffic log before anything is registered: a bad line stops the
+    release here (file and line named), not after the candidate was registered and evaluated."""
+    if spec.shadow is None:
+        return None
+    sample = read_traffic(
+        spec.shadow.traffic, spec.name, project_root=spec.root, variables=spec.prompt.variables
+    )
+    get_run_logger().info(
+        "traffic: %d requests sampled from %d for %s in %s%s",
+        len(sample.records),
+        sample.matched,
+        spec.name,
+        sample.source,
+        f"; {len(sample.skipped)} bad lines skipped" if sample.skipped else "",
+    )
+    return sample
 
 
 @task(name="register-candidate", **_IO)
@@ -106,6 +129,43 @@ def guard_task(spec: AppSpec, evalsets: list[Evalset], evaluation: Evaluation) -
         100 * m.get("guard.prompt_unsafe_rate", 0.0),
         100 * m.get("guard.unparsed_rate", 0.0),
     )
+    return evaluation
+
+
+@task(name="shadow", cache_policy=NO_CACHE)
+def shadow_task(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    candidate: steps.Candidate,
+    evaluation: Evaluation,
+    sample: TrafficSample | None,
+) -> Evaluation:
+    """Champion and candidate on the same recorded production requests, through the serving path."""
+    if spec.shadow is None or candidate.champion is None:
+        return evaluation
+    n = spec.shadow.traffic.n
+    with progress_bar("shadow: replaying traffic", 2 * n, preparing="starting vLLM OpenAI server") as advance:
+        first = True
+
+        def tick(k: int) -> None:
+            nonlocal first
+            if first:
+                advance(0)
+                first = False
+            advance(k)
+
+        result = steps.shadow_step(registry, spec, candidate, evaluation, sample=sample, progress=tick)
+    if result is not None:
+        m = result.metrics
+        get_run_logger().info(
+            "shadow: %d requests; TTFT p95 %.3fs -> %.3fs; cost/1k %.5f -> %.5f; agreement %.0f%%",
+            len(result.sample.records),
+            m.get("champion.ttft_p95_s", float("nan")),
+            m.get("candidate.ttft_p95_s", float("nan")),
+            m.get("champion.cost_per_1k_requests", float("nan")),
+            m.get("candidate.cost_per_1k_requests", float("nan")),
+            100 * m.get("shadow.agreement_exact", float("nan")),
+        )
     return evaluation
 
 

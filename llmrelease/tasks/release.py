@@ -18,6 +18,8 @@ from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport, evaluate_gates
 from llmrelease.tasks.guard import apply_guard, guard_summary, run_guard
+from llmrelease.tasks.shadow import ShadowResult, Side, run_shadow
+from llmrelease.tasks.traffic import TrafficSample
 
 __all__ = [
     "Candidate",
@@ -26,6 +28,9 @@ __all__ = [
     "register_candidate",
     "champion_item_scores",
     "guard_evaluation",
+    "version_side",
+    "shadow_step",
+    "shadow_summary",
     "log_evaluation",
     "promote",
     "gate",
@@ -66,6 +71,8 @@ class ReleaseOutcome:
     notes: list[str] = field(default_factory=list)
     guard: dict[str, Any] | None = None
     """Guard rates, timing and flagged items, when the app has a guard."""
+    shadow: dict[str, Any] | None = None
+    """Shadow comparison headline numbers, when the app has a shadow spec and a champion."""
 
     @property
     def exit_code(self) -> int:
@@ -157,6 +164,64 @@ def guard_digest(spec: AppSpec) -> str:
     return spec.guard.digest()[:16] if spec.guard else "none"
 
 
+def version_side(registry: MlflowRegistry, name: str, version: VersionInfo) -> Side | None:
+    """A registered version as a shadow side: its model spec and prompt from its release run."""
+    if not version.eval_run_id:
+        return None
+    run_id = version.eval_run_id
+    model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
+    prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+    return Side(name, version.version, model, prompt)
+
+
+def shadow_step(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    candidate: Candidate,
+    evaluation: Evaluation,
+    *,
+    sample: TrafficSample | None = None,
+    progress: Progress | None = None,
+) -> ShadowResult | None:
+    """Replay the app's traffic through the champion and this candidate; the metrics join the
+    evaluation's, so shadow gates decide with the others. Skipped without a shadow spec or champion."""
+    if spec.shadow is None or candidate.champion is None:
+        return None
+    champion = version_side(registry, "champion", candidate.champion)
+    if champion is None:
+        return None  # a hand-registered champion: its gates fail closed already
+    result = run_shadow(
+        spec.shadow,
+        spec.name,
+        champion,
+        Side("candidate", candidate.version.version, spec.model, spec.prompt),
+        project_root=spec.root,
+        sample=sample,
+        progress=progress,
+    )
+    evaluation.metrics.update(result.metrics)
+    evaluation.shadow = result
+    return result
+
+
+def shadow_summary(result: ShadowResult) -> dict[str, Any]:
+    """The headline numbers for the terminal report and --json."""
+    keys = (
+        "champion.ttft_p50_s", "candidate.ttft_p50_s", "champion.ttft_p95_s", "candidate.ttft_p95_s",
+        "champion.tpot_p50_s", "candidate.tpot_p50_s", "champion.tpot_p95_s", "candidate.tpot_p95_s",
+        "champion.prefix_cache_hit_rate", "candidate.prefix_cache_hit_rate",
+        "champion.cost_per_1k_requests", "candidate.cost_per_1k_requests",
+        "champion.prefix_cache_saving_per_1k", "candidate.prefix_cache_saving_per_1k",
+        "shadow.agreement_exact", "shadow.agreement_rouge_l", "shadow.length_ks_pvalue",
+        "champion.error_rate", "candidate.error_rate",
+    )  # fmt: skip
+    return {
+        "requests": len(result.sample.records),
+        "notes": result.notes,
+        "metrics": {k: result.metrics[k] for k in keys if k in result.metrics},
+    }
+
+
 def champion_item_scores(
     registry: MlflowRegistry,
     spec: AppSpec,
@@ -243,6 +308,17 @@ def log_evaluation(
         "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
         "candidate/gates.json": spec.gates.model_dump(mode="json"),
     }
+    extra_tables = {}
+    if evaluation.shadow is not None:
+        shadow_gates = [asdict(r) for r in report.results if not spec.has_item_scores(r.metric)]
+        artifacts["shadow/report.html"] = evaluation.shadow.html(
+            f"{spec.name}: shadow v{candidate.version.version} vs champion "
+            f"v{candidate.champion.version if candidate.champion else '-'}",
+            shadow_gates,
+            currency=spec.model.pricing.currency if spec.model.pricing else "USD",
+        )
+        artifacts["shadow/summary.json"] = shadow_summary(evaluation.shadow)
+        extra_tables["shadow/requests.json"] = _table(evaluation.shadow.rows)
     if evaluation.guard is not None:
         artifacts["guard_report.json"] = {
             **guard_summary(evaluation.guard, limit=1000),
@@ -258,6 +334,7 @@ def log_evaluation(
         table=_table(evaluation.rows),
         artifacts=artifacts,
         datasets=[(ev.dataset, ev.name, candidate.digests[ev.name]) for ev in evalsets],
+        extra_tables=extra_tables,
     )
     registry.set_version_tags(
         spec.name,

@@ -43,7 +43,10 @@ def serving_metrics(batch: GenerationBatch, pricing: Pricing | None) -> dict[str
         out["serving.tpot_p50_s"] = _pct(tpot, 50)
         out["serving.tpot_p95_s"] = _pct(tpot, 95)
     if pricing is not None and n:
-        total = sum(pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in gens)
+        if pricing.gpu_per_hour is not None:  # self-hosted: the batch's share of the machine's time
+            total = pricing.gpu_per_hour * batch.wall_s / 3600
+        else:
+            total = sum(pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in gens)
         out["cost.total"] = total
         out["cost.per_1k_requests"] = total / n * 1000
     return out

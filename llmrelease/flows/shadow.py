@@ -1,0 +1,165 @@
+"""The shadow flow on its own: the champion against any registered version, on recorded traffic.
+
+Nothing moves: it records a run with the comparison, the shadow gates' verdicts and the HTML
+report, so a person can look before (or instead of) releasing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
+
+from llmrelease.errors import InputError, UnknownNameError
+from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, TAG, MlflowRegistry, VersionInfo
+from llmrelease.project import AppSpec
+from llmrelease.store import redact_uri, resolve_store
+from llmrelease.tasks.gates import evaluate_gates
+from llmrelease.tasks.prefect_tasks import load_app_task, load_traffic_task
+from llmrelease.tasks.progress import progress_bar
+from llmrelease.tasks.release import _table, shadow_summary, version_side
+from llmrelease.tasks.shadow import ShadowResult, run_shadow
+from llmrelease.tasks.traffic import TrafficSample
+
+__all__ = ["shadow", "shadow_flow"]
+
+
+def _version(registry: MlflowRegistry, app: str, wanted: str | None, alias: str) -> VersionInfo:
+    if wanted is None:
+        info = registry.alias(app, alias)
+        if info is None:
+            raise InputError(
+                f"app '{app}' has no {alias}",
+                fix="release a candidate first, or name the versions with --version/--against",
+            )
+        return info
+    versions = {v.version: v for v in registry.versions(app)}
+    if wanted not in versions:
+        raise UnknownNameError(f"version of '{app}'", wanted, list(versions))
+    return versions[wanted]
+
+
+@task(name="shadow-replay", cache_policy=NO_CACHE)
+def _replay_task(
+    spec: AppSpec, registry: MlflowRegistry, champ: VersionInfo, cand: VersionInfo, sample: TrafficSample
+) -> ShadowResult:
+    sides = []
+    for name, info in (("champion", champ), ("candidate", cand)):
+        side = version_side(registry, name, info)
+        if side is None:
+            raise InputError(
+                f"v{info.version} has no llmrelease evaluation run: its specs are unknown",
+                fix="release it through llmrelease first",
+            )
+        sides.append(side)
+    assert spec.shadow is not None
+    with progress_bar(
+        "shadow: replaying traffic", 2 * len(sample.records), preparing="starting vLLM OpenAI server"
+    ) as advance:
+        return run_shadow(
+            spec.shadow,
+            spec.name,
+            sides[0],
+            sides[1],
+            project_root=spec.root,
+            sample=sample,
+            progress=advance,
+        )
+
+
+def shadow(
+    app: str,
+    *,
+    project: Path,
+    candidate_version: str | None = None,
+    champion_version: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
+) -> dict[str, Any]:
+    spec, _ = load_app_task(project, app, None, None, None)
+    if spec.shadow is None:
+        raise InputError(
+            f"app '{app}' has no shadow spec",
+            file=spec.root / "registry" / app / "shadow.yaml",
+            fix="create it (see README: 'Shadow comparison')",
+        )
+    sample = quote(load_traffic_task(spec))
+    store = resolve_store(spec.root, tracking_uri)
+    registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
+    champ = _version(registry, app, champion_version, CHAMPION)
+    cand = _version(registry, app, candidate_version, CHALLENGER)
+    result = _replay_task(spec, registry, champ, cand, sample)
+
+    # The policy's shadow gates (absolute rules on shadow.* metrics) decide; nothing moves either way.
+    shadow_gates = [g for g in spec.gates.gates if not spec.has_item_scores(g.metric)]
+    report = None
+    if shadow_gates:
+        policy = spec.gates.model_copy(update={"gates": shadow_gates})
+        report = evaluate_gates(policy, result.metrics, {}, {}, champion_version=champ.version)
+    gates = [asdict(r) for r in report.results] if report else []
+    title = f"{app}: shadow v{cand.version} vs v{champ.version}"
+    run_id = registry.log_evaluation(
+        app,
+        run_name=f"{app}-shadow-v{cand.version}-vs-v{champ.version}",
+        params={
+            "app": app,
+            "kind": "shadow",
+            "candidate_version": cand.version,
+            "champion_version": champ.version,
+            "shadow_spec": spec.shadow.version,
+            "traffic_source": spec.shadow.traffic.source,
+        },
+        metrics={**result.metrics, "gates.passed": float(report.passed if report else 1.0)},
+        tags={
+            TAG + "kind": "shadow",
+            TAG + "candidate_version": cand.version,
+            TAG + "champion_version": champ.version,
+        },
+        table=_table(result.rows),
+        table_file="shadow/requests.json",
+        artifacts={
+            "shadow/report.html": result.html(
+                title, gates, currency=(spec.model.pricing.currency if spec.model.pricing else "USD")
+            ),
+            "shadow/summary.json": shadow_summary(result),
+        },
+        datasets=[],
+    )
+    passed = report.passed if report else True
+    return {
+        "app": app,
+        "candidate_version": cand.version,
+        "champion_version": champ.version,
+        "passed": passed,
+        "exit_code": 0 if passed else 1,
+        "report": report.to_dict() if report else None,
+        "shadow": shadow_summary(result),
+        "metrics": result.metrics,
+        "run_id": run_id,
+        "tracking_uri": redact_uri(registry.tracking_uri),
+    }
+
+
+@flow(name="shadow", validate_parameters=True)
+def shadow_flow(
+    app: str,
+    project_dir: str = ".",
+    candidate_version: str | None = None,
+    champion_version: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
+) -> dict[str, Any]:
+    """Replay recorded production traffic through the champion and a registered version (default:
+    the challenger), compare latency, cost and outputs, apply the shadow gates; moves no alias."""
+    return shadow(
+        app,
+        project=Path(project_dir).resolve(),
+        candidate_version=candidate_version,
+        champion_version=champion_version,
+        tracking_uri=tracking_uri,
+        artifact_root=artifact_root,
+    )

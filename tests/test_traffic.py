@@ -1,0 +1,132 @@
+"""Traffic logs: parsing, filtering, sampling and bad lines, from a local file and from a real S3
+API (moto's server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmrelease.errors import InputError
+from llmrelease.specs import TrafficSpec
+from llmrelease.tasks.traffic import TrafficError, read_traffic
+
+
+def _line(i: int, app: str = "triage", **extra) -> str:
+    rec = {"id": f"r{i}", "timestamp": f"2026-11-{10 + i // 24:02d}T{i % 24:02d}:00:00Z", "app": app}
+    rec.update(extra or {"vars": {"ticket": f"ticket {i}"}})
+    return json.dumps(rec)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    lines = [_line(i) for i in range(60)]
+    lines.insert(5, _line(3, app="other"))
+    path = tmp_path / "traffic.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def spec(source: Path | str, **kw) -> TrafficSpec:
+    return TrafficSpec(source=str(source), **kw)
+
+
+def test_first_n_of_this_app_only(log: Path) -> None:
+    s = read_traffic(spec(log, n=10), "triage", project_root=log.parent)
+    assert [r.id for r in s.records] == [f"r{i}" for i in range(10)]
+    assert all(r.app == "triage" for r in s.records)
+
+
+def test_random_sample_is_seeded_and_uniform_over_the_window(log: Path) -> None:
+    a = read_traffic(spec(log, sample="random", n=12, seed=1), "triage", project_root=log.parent)
+    b = read_traffic(spec(log, sample="random", n=12, seed=1), "triage", project_root=log.parent)
+    c = read_traffic(spec(log, sample="random", n=12, seed=2), "triage", project_root=log.parent)
+    assert [r.id for r in a.records] == [r.id for r in b.records] != [r.id for r in c.records]
+    assert a.matched == 60 and len(a.records) == 12
+    assert [r.timestamp for r in a.records] == sorted(r.timestamp for r in a.records)
+
+
+def test_time_window(log: Path) -> None:
+    s = read_traffic(
+        spec(log, n=100, since="2026-11-11T00:00:00Z", until="2026-11-12T00:00:00"),
+        "triage",
+        project_root=log.parent,
+    )
+    assert [r.id for r in s.records] == [f"r{i}" for i in range(24, 48)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "field"),
+    [
+        ("{not json", "not valid JSON", None),
+        ('["a list"]', "each line must be a JSON object", None),
+        (json.dumps({"timestamp": "2026-11-10T00:00:00Z", "app": "triage"}), "exactly one of 'vars'", None),
+        (json.dumps({"timestamp": "yesterday", "app": "triage", "vars": {}}), "datetime", "timestamp"),
+        (
+            json.dumps({"timestamp": "2026-11-10T00:00:00Z", "app": "triage", "varz": {}}),
+            "unknown field",
+            "varz",
+        ),
+    ],
+)
+def test_bad_line_fails_with_file_line_and_field(log: Path, bad: str, reason: str, field: str | None) -> None:
+    lines = log.read_text().splitlines()
+    lines.insert(3, bad)
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TrafficError, match=reason) as info:
+        read_traffic(spec(log), "triage", project_root=log.parent)
+    assert info.value.line == 4 and info.value.file == str(log)
+    if field:
+        assert info.value.field == field
+    assert "on_bad_line: skip" in str(info.value)
+
+
+def test_bad_lines_skipped_when_the_policy_says_so(log: Path) -> None:
+    lines = log.read_text().splitlines()
+    lines[2] = "{oops"
+    lines.append(_line(70, vars={"wrong": "x"}))
+    log.write_text("\n".join(lines) + "\n")
+    s = read_traffic(
+        spec(log, n=100, on_bad_line="skip"), "triage", project_root=log.parent, variables=["ticket"]
+    )
+    assert len(s.skipped) == 2
+    assert s.skipped[0].startswith(f"{log}:3: not valid JSON")
+    assert "missing template variable(s) ticket" in s.skipped[1] and ":62:" in s.skipped[1]
+    assert len(s.records) == 59
+
+
+def test_messages_records_and_missing_app(log: Path) -> None:
+    log.write_text(_line(1, messages=[{"role": "user", "content": "hi"}]) + "\n")
+    s = read_traffic(spec(log), "triage", project_root=log.parent)
+    assert s.records[0].messages[0].content == "hi"
+    with pytest.raises(InputError, match="no requests for app 'nope'"):
+        read_traffic(spec(log), "nope", project_root=log.parent)
+    with pytest.raises(InputError, match="traffic log not found"):
+        read_traffic(spec(log.parent / "missing.jsonl"), "triage", project_root=log.parent)
+
+
+def test_from_a_real_s3_api(log: Path, monkeypatch) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        }.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="logs")
+        s3.put_object(Bucket="logs", Key="prod/2026-11.jsonl", Body=log.read_bytes())
+        s = read_traffic(spec("s3://logs/prod/2026-11.jsonl", n=5), "triage", project_root=log.parent)
+        assert [r.id for r in s.records] == ["r0", "r1", "r2", "r3", "r4"]
+        with pytest.raises(InputError, match="traffic log not found: s3://logs/nope.jsonl"):
+            read_traffic(spec("s3://logs/nope.jsonl"), "triage", project_root=log.parent)
+    finally:
+        server.stop()
