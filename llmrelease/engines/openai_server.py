@@ -173,6 +173,7 @@ async def stream_chat(
     t0 = time.perf_counter()
     ttft: float | None = None
     parts: list[str] = []
+    chunks = 0
     usage: dict[str, Any] = {}
     try:
         async with client.stream(
@@ -200,6 +201,7 @@ async def stream_chat(
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content")
                     if text:
+                        chunks += 1
                         if ttft is None:
                             ttft = time.perf_counter() - t0
                         parts.append(text)
@@ -217,6 +219,7 @@ async def stream_chat(
         int(details.get("cached_tokens") or 0),
         int(usage.get("completion_tokens", 0)),
         None if usage else "no usage in the stream",
+        chunks,
     )
 
 

@@ -192,6 +192,8 @@ def run_shadow(
                 "candidate_latency_s": b.latency_s,
                 "champion_output_tokens": a.output_tokens,
                 "candidate_output_tokens": b.output_tokens,
+                "champion_streamed_chunks": a.chunks,
+                "candidate_streamed_chunks": b.chunks,
                 "champion_prompt_tokens": a.prompt_tokens,
                 "candidate_prompt_tokens": b.prompt_tokens,
                 "champion_cached_tokens": a.cached_tokens,

@@ -47,6 +47,9 @@ class Measurement:
     cached_tokens: int
     output_tokens: int
     error: str | None = None
+    chunks: int = 0
+    """Streamed content deltas: one per generated token except the end of sequence (a check on
+    ``output_tokens``; re-tokenising the text is not, constrained decoding picks non-canonical pieces)."""
 
     @property
     def tpot_s(self) -> float | None:
