@@ -63,6 +63,7 @@ def test_release_shadows_the_champion_and_gates_decide(released) -> None:
         assert gates[name]["verdict"] in ("pass", "fail") and gates[name]["value"] is not None
     assert gates["shadow-cost"]["value"] == pytest.approx(m["shadow.cost_per_1k_requests_ratio"])
     assert out["shadow"]["requests"] == 40
+    assert m["candidate.schema_conforms_rate"] == m["champion.json_parses_rate"] == 1.0
 
 
 def test_shadow_report_and_tokens_in_mlflow(released) -> None:

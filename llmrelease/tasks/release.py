@@ -214,6 +214,7 @@ def shadow_summary(result: ShadowResult) -> dict[str, Any]:
         "champion.prefix_cache_saving_per_1k", "candidate.prefix_cache_saving_per_1k",
         "shadow.agreement_exact", "shadow.agreement_rouge_l", "shadow.length_ks_pvalue",
         "champion.error_rate", "candidate.error_rate",
+        "champion.schema_conforms_rate", "candidate.schema_conforms_rate",
     )  # fmt: skip
     return {
         "requests": len(result.sample.records),

@@ -173,6 +173,16 @@ def run_shadow(
     metrics.update(
         compare_sides(measurements["champion"], measurements["candidate"], metrics, metrics, _rouge(pairs))
     )
+    for side in sides:  # structured output holds on production inputs too?
+        if side.model.response_schema is not None:
+            from llmrelease.tasks.scoring import structured_output_scores
+
+            ok = [m for m in measurements[side.name] if m.error is None]
+            rates = structured_output_scores(
+                side.name, [m.id for m in ok], [m.text for m in ok], side.model.response_schema
+            ).aggregates
+            metrics[f"{side.name}.json_parses_rate"] = rates.get(f"{side.name}.json_parses", 0.0)
+            metrics[f"{side.name}.schema_conforms_rate"] = rates.get(f"{side.name}.schema_conforms", 0.0)
     metrics["shadow.wall_s"] = wall
     metrics["shadow.requests"] = float(len(sample.records))
     rows = []

@@ -29,6 +29,8 @@ SHADOW_METRICS = (
     "shadow.length_ks_pvalue",
     "champion.error_rate",
     "candidate.error_rate",
+    "candidate.json_parses_rate",
+    "candidate.schema_conforms_rate",
 )
 """Aggregate metrics shadow gates may name (absolute ``min``/``max`` only: they have no per-item
 scores). Ratios are candidate / champion, so ``max: 1.10`` on ``shadow.ttft_p95_ratio`` means
