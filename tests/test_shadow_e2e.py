@@ -157,3 +157,17 @@ def test_standalone_shadow_from_s3_with_a_failing_gate(released, monkeypatch) ->
         assert reg.alias(APP, "champion").version == champion_before  # nothing moved
     finally:
         server.stop()
+
+
+def test_bad_traffic_line_exits_2_and_registers_nothing(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project", guard=False)
+    log = project / "examples/support-triage/traffic.jsonl"
+    lines = log.read_text().splitlines()
+    lines[2] = lines[2].replace('"timestamp"', '"timestmap"')
+    log.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(app, ["release", APP, "-p", str(project)], catch_exceptions=False)
+    assert r.exit_code == 2
+    assert "traffic.jsonl:3" in r.stderr and "timestmap" in r.stderr
+    assert "on_bad_line: skip" in r.stderr
+    db = project / ".llmrelease" / "mlflow.db"
+    assert not db.exists() or registry(project).versions(APP) == []

@@ -52,7 +52,7 @@ def load_evalsets_task(spec: AppSpec) -> list[Evalset]:
     return evalsets
 
 
-@task(name="load-traffic", **_IO)
+@task(name="load-traffic", cache_policy=NO_CACHE)  # bad input must fail at once, not retry
 def load_traffic_task(spec: AppSpec) -> TrafficSample | None:
     """Read and sample the shadow traffic log before anything is registered: a bad line stops the
     release here (file and line named), not after the candidate was registered and evaluated."""
