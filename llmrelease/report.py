@@ -38,11 +38,11 @@ def gate_table(report: dict[str, Any]) -> Table:
     conf = report.get("bootstrap", {}).get("confidence", 0.95)
     table = Table(title="Gate report", header_style="bold")
     table.add_column("gate / metric", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("rule", no_wrap=True)
-    table.add_column("champion", justify="right", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True, min_width=5)
+    table.add_column("rule", max_width=14)  # 'rise <= 0.02 vs champion' wraps after the number
+    table.add_column("champion", justify="right", no_wrap=True, min_width=8)
     table.add_column(f"delta [{conf:.0%} CI]", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+    table.add_column("verdict", no_wrap=True, min_width=7)
     for g in report.get("gates", []):
         delta = "-"
         if g.get("delta") is not None:
