@@ -63,3 +63,28 @@ def copy_project(dest: Path, *, guard: bool = True, shadow: bool = True) -> Path
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch):
+    """A real S3 API (moto's server on 127.0.0.1) and a boto3 client for it; the AWS variables
+    point every boto3 client of the test (and MLflow's artifact store) at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(k, v)
+    try:
+        yield boto3.client("s3")
+    finally:
+        server.stop()

@@ -338,35 +338,17 @@ def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
     assert reg.alias(APP, "challenger").version == "3"
 
 
-def test_artifacts_on_s3_through_a_real_s3_api(tmp_path: Path, monkeypatch) -> None:
+def test_artifacts_on_s3_through_a_real_s3_api(tmp_path: Path, s3, monkeypatch) -> None:
     """MLflow artifacts of a release in an S3 bucket (moto's S3 server on 127.0.0.1), as in production
     with LLMRELEASE_ARTIFACT_ROOT=s3://bucket/prefix and MLFLOW_S3_ENDPOINT_URL for S3-compatible stores."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for k, v in {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "MLFLOW_S3_ENDPOINT_URL": endpoint,
-            "LLMRELEASE_ARTIFACT_ROOT": "s3://releases/llmrelease",
-        }.items():
-            monkeypatch.setenv(k, v)
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="releases")
-        project = copy_project(tmp_path / "s3project", guard=False, shadow=False)
-        code, out, err = cli(
-            "release", APP, "-p", str(project), "--tracking-uri", f"sqlite:///{tmp_path / 's3.db'}", "--json"
-        )
-        assert code == 0, err
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="releases").get("Contents", [])]
-        run_id = json.loads(out)["run_id"]
-        assert any(k.endswith(f"{run_id}/artifacts/gate_report.json") for k in keys), keys
-        assert any(k.endswith(f"{run_id}/artifacts/eval/items.json") for k in keys)
-    finally:
-        server.stop()
+    monkeypatch.setenv("LLMRELEASE_ARTIFACT_ROOT", "s3://releases/llmrelease")
+    s3.create_bucket(Bucket="releases")
+    project = copy_project(tmp_path / "s3project", guard=False, shadow=False)
+    code, out, err = cli(
+        "release", APP, "-p", str(project), "--tracking-uri", f"sqlite:///{tmp_path / 's3.db'}", "--json"
+    )
+    assert code == 0, err
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="releases").get("Contents", [])]
+    run_id = json.loads(out)["run_id"]
+    assert any(k.endswith(f"{run_id}/artifacts/gate_report.json") for k in keys), keys
+    assert any(k.endswith(f"{run_id}/artifacts/eval/items.json") for k in keys)

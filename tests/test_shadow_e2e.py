@@ -106,57 +106,40 @@ def test_shadow_report_and_tokens_in_mlflow(released) -> None:
         json.loads(row["candidate_output"])  # the response schema holds through the server too
 
 
-def test_standalone_shadow_from_s3_with_a_failing_gate(released, monkeypatch) -> None:
+def test_standalone_shadow_from_s3_with_a_failing_gate(released, s3) -> None:
     """`llmrelease shadow` compares any registered version with the champion, reading traffic from
     S3; a shadow gate that fails exits 1 and moves nothing."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     project, _ = released
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for k, v in {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
-        }.items():
-            monkeypatch.setenv(k, v)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="traffic")
-        s3.put_object(
-            Bucket="traffic",
-            Key="support-triage/2026-11.jsonl",
-            Body=(project / "examples/support-triage/traffic.jsonl").read_bytes(),
-        )
-        shadow = project / "registry" / APP / "shadow.yaml"
-        text = shadow.read_text().replace(
-            "source: examples/support-triage/traffic.jsonl",
-            "source: s3://traffic/support-triage/2026-11.jsonl",
-        )
-        shadow.write_text(text.replace("n: 40", "n: 12").replace("sample: first", "sample: random"))
-        gates = project / "registry" / APP / "gates.yaml"
-        policy = yaml.safe_load(gates.read_text())
-        next(g for g in policy["gates"] if g["name"] == "shadow-cost")["max"] = 0.1
-        gates.write_text(yaml.safe_dump(policy, sort_keys=False))
-        reg = registry(project)
-        champion_before = reg.alias(APP, "champion").version
+    s3.create_bucket(Bucket="traffic")
+    s3.put_object(
+        Bucket="traffic",
+        Key="support-triage/2026-11.jsonl",
+        Body=(project / "examples/support-triage/traffic.jsonl").read_bytes(),
+    )
+    shadow = project / "registry" / APP / "shadow.yaml"
+    text = shadow.read_text().replace(
+        "source: examples/support-triage/traffic.jsonl",
+        "source: s3://traffic/support-triage/2026-11.jsonl",
+    )
+    shadow.write_text(text.replace("n: 40", "n: 12").replace("sample: first", "sample: random"))
+    gates = project / "registry" / APP / "gates.yaml"
+    policy = yaml.safe_load(gates.read_text())
+    next(g for g in policy["gates"] if g["name"] == "shadow-cost")["max"] = 0.1
+    gates.write_text(yaml.safe_dump(policy, sort_keys=False))
+    reg = registry(project)
+    champion_before = reg.alias(APP, "champion").version
 
-        code, out, err = cli("shadow", APP, "-p", str(project), "--version", "1", "--json")
-        assert code == 1, err
-        assert out["candidate_version"] == "1" and out["champion_version"] == champion_before
-        verdicts = {g["name"]: g["verdict"] for g in out["report"]["gates"]}
-        cost = next(g for g in out["report"]["gates"] if g["name"] == "shadow-cost")
-        assert verdicts["shadow-cost"] == "fail" and 0.1 < cost["value"] < 1.0  # v1's prompt is shorter
-        assert out["shadow"]["requests"] == 12
-        run = reg.client.get_run(out["run_id"])
-        assert run.data.tags["llmrelease.kind"] == "shadow"
-        assert run.data.params["traffic_source"] == "s3://traffic/support-triage/2026-11.jsonl"
-        assert reg.alias(APP, "champion").version == champion_before  # nothing moved
-    finally:
-        server.stop()
+    code, out, err = cli("shadow", APP, "-p", str(project), "--version", "1", "--json")
+    assert code == 1, err
+    assert out["candidate_version"] == "1" and out["champion_version"] == champion_before
+    verdicts = {g["name"]: g["verdict"] for g in out["report"]["gates"]}
+    cost = next(g for g in out["report"]["gates"] if g["name"] == "shadow-cost")
+    assert verdicts["shadow-cost"] == "fail" and 0.1 < cost["value"] < 1.0  # v1's prompt is shorter
+    assert out["shadow"]["requests"] == 12
+    run = reg.client.get_run(out["run_id"])
+    assert run.data.tags["llmrelease.kind"] == "shadow"
+    assert run.data.params["traffic_source"] == "s3://traffic/support-triage/2026-11.jsonl"
+    assert reg.alias(APP, "champion").version == champion_before  # nothing moved
 
 
 def test_bad_traffic_line_exits_2_and_registers_nothing(tmp_path: Path) -> None:

@@ -106,27 +106,10 @@ def test_messages_records_and_missing_app(log: Path) -> None:
         read_traffic(spec(log.parent / "missing.jsonl"), "triage", project_root=log.parent)
 
 
-def test_from_a_real_s3_api(log: Path, monkeypatch) -> None:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for k, v in {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
-        }.items():
-            monkeypatch.setenv(k, v)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="logs")
-        s3.put_object(Bucket="logs", Key="prod/2026-11.jsonl", Body=log.read_bytes())
-        s = read_traffic(spec("s3://logs/prod/2026-11.jsonl", n=5), "triage", project_root=log.parent)
-        assert [r.id for r in s.records] == ["r0", "r1", "r2", "r3", "r4"]
-        with pytest.raises(InputError, match="traffic log not found: s3://logs/nope.jsonl"):
-            read_traffic(spec("s3://logs/nope.jsonl"), "triage", project_root=log.parent)
-    finally:
-        server.stop()
+def test_from_a_real_s3_api(log: Path, s3) -> None:
+    s3.create_bucket(Bucket="logs")
+    s3.put_object(Bucket="logs", Key="prod/2026-11.jsonl", Body=log.read_bytes())
+    s = read_traffic(spec("s3://logs/prod/2026-11.jsonl", n=5), "triage", project_root=log.parent)
+    assert [r.id for r in s.records] == ["r0", "r1", "r2", "r3", "r4"]
+    with pytest.raises(InputError, match="traffic log not found: s3://logs/nope.jsonl"):
+        read_traffic(spec("s3://logs/nope.jsonl"), "triage", project_root=log.parent)
