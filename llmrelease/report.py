@@ -81,6 +81,7 @@ _SHADOW_ROWS = (
     ("cost / 1k requests", "cost_per_1k_requests", ".5f"),
     ("  saved by the cache", "prefix_cache_saving_per_1k", ".5f"),
     ("schema conforms", "schema_conforms_rate", ".0%"),
+    ("guard: unsafe responses", "guard_response_unsafe_rate", ".0%"),
     ("errors", "error_rate", ".0%"),
 )
 

@@ -142,6 +142,11 @@ def test_guard_step_records_verdicts_rates_and_gates(history, shared: Path) -> N
     assert "guard_response" in cols and "schema_conforms" in cols
     # The champion's guard scores were reused from its run (same evalsets, same guard).
     assert "reused from run" in out["notes"][0]
+    # The replayed production traffic went through the guard too.
+    assert 0.0 <= out["metrics"]["candidate.guard_response_unsafe_rate"] <= 1.0
+    assert 0.0 <= out["metrics"]["traffic.guard_prompt_unsafe_rate"] <= 1.0
+    shadow_rows = reg.load_artifact_dict(out["run_id"], "shadow/requests.json")
+    assert {"guard_prompt", "champion_guard", "candidate_guard"} <= set(shadow_rows["columns"])
 
 
 def test_better_candidate_is_promoted_and_previous_champion_kept(history, shared: Path) -> None:

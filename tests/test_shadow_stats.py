@@ -143,3 +143,40 @@ def test_server_command_line_from_the_engine_spec() -> None:
     assert "--no-enable-prefix-caching" in server_args(
         Path("/m"), engine, name="a", port=1, prefix_caching=False
     )
+
+
+def test_guard_on_replayed_traffic() -> None:
+    from datetime import UTC, datetime
+
+    from llmrelease.guard.verdict import parse_verdict
+    from llmrelease.specs import ModelSpec, PromptSpec, TrafficRecord
+    from llmrelease.tasks.shadow import ShadowResult, Side, guard_shadow
+    from llmrelease.tasks.traffic import TrafficSample
+
+    model = ModelSpec(version="m", source={"hf_dir": "/m"}, sampling={"temperature": 0, "max_tokens": 8})
+    prompt = PromptSpec(version="p", messages=[{"role": "user", "content": "{{ q }}"}])
+    records = [
+        TrafficRecord(id=f"r{i}", timestamp=datetime.now(UTC), app="a", vars={"q": f"q{i}"}) for i in range(4)
+    ]
+    sides = {
+        s: [m(i, 0.1, 1.0, 3, text=f"{s} answer {i}") for i in range(4)] for s in ("champion", "candidate")
+    }
+    result = ShadowResult(TrafficSample(records, "x"), sides, {}, [{"id": f"r{i}"} for i in range(4)])
+    seen = []
+
+    def classify(convs):  # a recorded guard: flags the candidate's answer to r3 and the prompt r0
+        seen.extend(convs)
+        out = []
+        for c in convs:
+            text = c[-1]["content"]
+            out.append(parse_verdict("unsafe\nS1" if text in ("candidate answer 3", "q0") else "safe"))
+        return out
+
+    guard_shadow(
+        result, Side("champion", "1", model, prompt), Side("candidate", "2", model, prompt), classify
+    )
+    assert len(seen) == 12 and seen[0] == [{"role": "user", "content": "q0"}]
+    assert result.metrics["traffic.guard_prompt_unsafe_rate"] == 0.25
+    assert result.metrics["champion.guard_response_unsafe_rate"] == 0.0
+    assert result.metrics["candidate.guard_response_unsafe_rate"] == 0.25
+    assert result.rows[3]["candidate_guard"] == "unsafe:S1" and result.rows[3]["champion_guard"] == "safe"

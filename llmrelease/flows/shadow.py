@@ -21,8 +21,8 @@ from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.gates import evaluate_gates
 from llmrelease.tasks.prefect_tasks import load_app_task, load_traffic_task
 from llmrelease.tasks.progress import progress_bar
-from llmrelease.tasks.release import _table, shadow_summary, version_side
-from llmrelease.tasks.shadow import ShadowResult, run_shadow
+from llmrelease.tasks.release import _table, guard_shadow_outputs, shadow_summary, version_side
+from llmrelease.tasks.shadow import ShadowResult, Side, run_shadow
 from llmrelease.tasks.traffic import TrafficSample
 
 __all__ = ["shadow", "shadow_flow"]
@@ -43,32 +43,34 @@ def _version(registry: MlflowRegistry, app: str, wanted: str | None, alias: str)
     return versions[wanted]
 
 
+def _side(registry: MlflowRegistry, name: str, info: VersionInfo) -> Side:
+    side = version_side(registry, name, info)
+    if side is None:
+        raise InputError(
+            f"v{info.version} has no llmrelease evaluation run: its specs are unknown",
+            fix="release it through llmrelease first",
+        )
+    return side
+
+
 @task(name="shadow-replay", cache_policy=NO_CACHE)
-def _replay_task(
-    spec: AppSpec, registry: MlflowRegistry, champ: VersionInfo, cand: VersionInfo, sample: TrafficSample
-) -> ShadowResult:
-    sides = []
-    for name, info in (("champion", champ), ("candidate", cand)):
-        side = version_side(registry, name, info)
-        if side is None:
-            raise InputError(
-                f"v{info.version} has no llmrelease evaluation run: its specs are unknown",
-                fix="release it through llmrelease first",
-            )
-        sides.append(side)
+def _replay_task(spec: AppSpec, champion: Side, candidate: Side, sample: TrafficSample) -> ShadowResult:
     assert spec.shadow is not None
     with progress_bar(
         "shadow: replaying traffic", 2 * len(sample.records), preparing="starting vLLM OpenAI server"
     ) as advance:
-        return run_shadow(
+        result = run_shadow(
             spec.shadow,
             spec.name,
-            sides[0],
-            sides[1],
+            champion,
+            candidate,
             project_root=spec.root,
             sample=sample,
             progress=advance,
         )
+    if spec.guard is not None:
+        guard_shadow_outputs(spec, result, champion, candidate)
+    return result
 
 
 def shadow(
@@ -92,7 +94,9 @@ def shadow(
     registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
     champ = _version(registry, app, champion_version, CHAMPION)
     cand = _version(registry, app, candidate_version, CHALLENGER)
-    result = _replay_task(spec, registry, champ, cand, sample)
+    result = _replay_task(
+        spec, _side(registry, "champion", champ), _side(registry, "candidate", cand), sample
+    )
 
     # The policy's shadow gates (absolute rules on shadow.* metrics) decide; nothing moves either way.
     shadow_gates = [g for g in spec.gates.gates if not spec.has_item_scores(g.metric)]

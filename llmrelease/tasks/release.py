@@ -18,7 +18,7 @@ from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport, evaluate_gates
 from llmrelease.tasks.guard import apply_guard, guard_summary, run_guard
-from llmrelease.tasks.shadow import ShadowResult, Side, run_shadow
+from llmrelease.tasks.shadow import ShadowResult, Side, guard_shadow, run_shadow
 from llmrelease.tasks.traffic import TrafficSample
 
 __all__ = [
@@ -199,9 +199,23 @@ def shadow_step(
         sample=sample,
         progress=progress,
     )
+    if spec.guard is not None:
+        guard_shadow_outputs(spec, result, champion)
     evaluation.metrics.update(result.metrics)
     evaluation.shadow = result
     return result
+
+
+def guard_shadow_outputs(
+    spec: AppSpec, result: ShadowResult, champion: Side, candidate: Side | None = None
+) -> None:
+    """With a guard, the replayed traffic is classified too (prompts once, each side's responses)."""
+    from llmrelease.tasks.guard import load_guard
+
+    assert spec.guard is not None
+    guard = load_guard(spec.guard, spec.root, spec.guard_path)
+    candidate = candidate or Side("candidate", "", spec.model, spec.prompt)
+    guard_shadow(result, champion, candidate, guard.classify)
 
 
 def shadow_summary(result: ShadowResult) -> dict[str, Any]:
@@ -215,6 +229,8 @@ def shadow_summary(result: ShadowResult) -> dict[str, Any]:
         "shadow.agreement_exact", "shadow.agreement_rouge_l", "shadow.length_ks_pvalue",
         "champion.error_rate", "candidate.error_rate",
         "champion.schema_conforms_rate", "candidate.schema_conforms_rate",
+        "champion.guard_response_unsafe_rate", "candidate.guard_response_unsafe_rate",
+        "traffic.guard_prompt_unsafe_rate",
     )  # fmt: skip
     return {
         "requests": len(result.sample.records),

@@ -213,3 +213,44 @@ def run_shadow(
             }
         )
     return ShadowResult(sample, measurements, metrics, rows, notes, started)
+
+
+def guard_shadow(
+    result: ShadowResult,
+    champion: Side,
+    candidate: Side,
+    classify: Callable[[list[list[dict[str, str]]]], list[Any]],
+) -> None:
+    """The app's guard on the replayed production traffic: how often real inputs are unsafe
+    (``traffic.guard_prompt_unsafe_rate``) and how often each side answers unsafely
+    (``<side>.guard_response_unsafe_rate``; unparsed verdicts count as unsafe)."""
+    from llmrelease.guard.prompt import guard_conversation
+
+    records = {str(r.id): r for r in result.sample.records}
+    convs: list[list[dict[str, str]]] = []
+    slots: list[tuple[str, str]] = []
+    for rec in result.sample.records:
+        convs.append(guard_conversation(candidate.messages(rec)))
+        slots.append(("traffic", str(rec.id)))
+    for side in (champion, candidate):
+        for m in result.measurements[side.name]:
+            if m.error is None:
+                convs.append(guard_conversation(side.messages(records[m.id]), m.text))
+                slots.append((side.name, m.id))
+    verdicts = classify(convs)
+    unsafe: dict[str, list[float]] = {"traffic": [], "champion": [], "candidate": []}
+    labels: dict[tuple[str, str], str] = {}
+    for (who, rid), v in zip(slots, verdicts, strict=True):
+        unsafe[who].append(float(v.unsafe))
+        labels[(who, rid)] = v.label
+    result.metrics["traffic.guard_prompt_unsafe_rate"] = sum(unsafe["traffic"]) / max(
+        len(unsafe["traffic"]), 1
+    )
+    for side in ("champion", "candidate"):
+        if unsafe[side]:
+            result.metrics[f"{side}.guard_response_unsafe_rate"] = sum(unsafe[side]) / len(unsafe[side])
+    for row in result.rows:
+        rid = str(row["id"])
+        row["guard_prompt"] = labels.get(("traffic", rid))
+        row["champion_guard"] = labels.get(("champion", rid))
+        row["candidate_guard"] = labels.get(("candidate", rid))

@@ -31,6 +31,7 @@ SHADOW_METRICS = (
     "candidate.error_rate",
     "candidate.json_parses_rate",
     "candidate.schema_conforms_rate",
+    "candidate.guard_response_unsafe_rate",
 )
 """Aggregate metrics shadow gates may name (absolute ``min``/``max`` only: they have no per-item
 scores). Ratios are candidate / champion, so ``max: 1.10`` on ``shadow.ttft_p95_ratio`` means
