@@ -68,6 +68,11 @@ def test_time_window(log: Path) -> None:
             "unknown field",
             "varz",
         ),
+        (
+            json.dumps({"timestmap": "2026-11-10", "app": "triage", "vars": {}}),
+            "required: timestamp",
+            "timestmap",
+        ),
     ],
 )
 def test_bad_line_fails_with_file_line_and_field(log: Path, bad: str, reason: str, field: str | None) -> None:

@@ -86,6 +86,20 @@ def _bad(
     out.skipped.append(f"{where}:{lineno}: {reason}" + (f" (field '{field_}')" if field_ else ""))
 
 
+def _explain(exc: ValidationError) -> tuple[str, str | None]:
+    """The most useful reason first: a misspelt field explains the 'missing' one it replaces."""
+    errors = exc.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    missing = [".".join(str(p) for p in e["loc"]) for e in errors if e["type"] == "missing"]
+    if extra:
+        loc = ".".join(str(p) for p in extra[0]["loc"])
+        hint = f"; required: {', '.join(missing)}" if missing else ""
+        return f"unknown field '{loc}' (typo?{hint})", loc
+    err = errors[0]
+    loc = ".".join(str(p) for p in err["loc"]) or None
+    return ("required field is missing" if err["type"] == "missing" else err["msg"]), loc
+
+
 def _parse(line: str) -> dict[str, Any]:
     data = json.loads(line)
     if not isinstance(data, dict):
@@ -100,6 +114,10 @@ def read_traffic(
     have (missing ones make the line bad)."""
     out = TrafficSample([], spec.source)
     rng = random.Random(spec.seed)
+    where = spec.source
+    if not spec.source.startswith("s3://"):
+        path = Path(spec.source).expanduser()
+        where = str(path if path.is_absolute() else project_root / path)
     for lineno, line in enumerate(open_lines(spec.source, project_root), start=1):
         out.lines_read = lineno
         if not line.strip():
@@ -107,20 +125,16 @@ def read_traffic(
         try:
             data = _parse(line)
         except json.JSONDecodeError as exc:
-            _bad(spec, spec.source, lineno, f"not valid JSON: {exc.msg} (column {exc.colno})", None, out)
+            _bad(spec, where, lineno, f"not valid JSON: {exc.msg} (column {exc.colno})", None, out)
             continue
         except ValueError as exc:
-            _bad(spec, spec.source, lineno, str(exc), None, out)
+            _bad(spec, where, lineno, str(exc), None, out)
             continue
         try:
             rec = TrafficRecord.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or None
-            reason = {"missing": "required field is missing", "extra_forbidden": "unknown field (typo?)"}.get(
-                err["type"], err["msg"]
-            )
-            _bad(spec, spec.source, lineno, reason, loc, out)
+            reason, loc = _explain(exc)
+            _bad(spec, where, lineno, reason, loc, out)
             continue
         if rec.app != app:
             continue
@@ -129,7 +143,7 @@ def read_traffic(
             if missing:
                 _bad(
                     spec,
-                    spec.source,
+                    where,
                     lineno,
                     f"missing template variable(s) {', '.join(missing)}",
                     "vars",
