@@ -105,6 +105,7 @@ def shadow(
         policy = spec.gates.model_copy(update={"gates": shadow_gates})
         report = evaluate_gates(policy, result.metrics, {}, {}, champion_version=champ.version)
     gates = [asdict(r) for r in report.results] if report else []
+    summary = shadow_summary(result)
     title = f"{app}: shadow v{cand.version} vs v{champ.version}"
     run_id = registry.log_evaluation(
         app,
@@ -129,7 +130,7 @@ def shadow(
             "shadow/report.html": result.html(
                 title, gates, currency=(spec.model.pricing.currency if spec.model.pricing else "USD")
             ),
-            "shadow/summary.json": shadow_summary(result),
+            "shadow/summary.json": summary,
         },
         datasets=[],
     )
@@ -141,7 +142,7 @@ def shadow(
         "passed": passed,
         "exit_code": 0 if passed else 1,
         "report": report.to_dict() if report else None,
-        "shadow": shadow_summary(result),
+        "shadow": summary,
         "metrics": result.metrics,
         "run_id": run_id,
         "tracking_uri": redact_uri(registry.tracking_uri),

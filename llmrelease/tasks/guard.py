@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from llmrelease.tasks.scoring import Scores
 
 __all__ = ["GuardClassifier", "GuardItem", "GuardOutcome", "load_guard", "run_guard", "verdict_regex"]
 
-CHECKS = ("prompt", "response")
 _MEMO_MAX = 200_000
 
 
@@ -39,7 +37,6 @@ class GuardClassifier:
     def __init__(self, spec: GuardSpec, model_dir: Path) -> None:
         self.spec = spec
         self.categories = [(c.code, c.name, c.description) for c in spec.categories]
-        t0 = time.perf_counter()
         if spec.backend == "vllm":
             from llmrelease.engines.vllm_offline import get_engine
 
@@ -59,7 +56,6 @@ class GuardClassifier:
                 constrain_codes=spec.codes if spec.constrain_verdict else None,
             )
             self.tokenizer = self._hf.tokenizer
-        self.load_s = time.perf_counter() - t0
         self._memo: dict[str, str] = {}
 
     def render(self, conversation: list[Turn]) -> str:
@@ -116,7 +112,8 @@ class GuardItem:
     tags: tuple[str, ...] = ()
 
     def flagged(self) -> bool:
-        return any(v is not None and (v.unsafe or not v.parsed) for v in (self.prompt, self.response))
+        # Unparsed verdicts are unsafe (fail closed), so they are flagged too.
+        return any(v is not None and v.unsafe for v in (self.prompt, self.response))
 
 
 @dataclass
@@ -125,7 +122,6 @@ class GuardOutcome:
     scores: Scores
     metrics: dict[str, float]
     description: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
 
     def flagged(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Flagged items, responses first: what a reviewer reads in the report."""
@@ -199,11 +195,10 @@ def run_guard(
     project_root: Path,
     spec_path: Path | None = None,
     progress: Progress | None = None,
-    loader: Callable[[GuardSpec, Path, Path | None], GuardClassifier] | None = None,
 ) -> GuardOutcome:
     """Classify each item's prompt and/or response (``outputs`` in evalset row order)."""
     t0 = time.perf_counter()
-    guard = (loader or load_guard)(spec, project_root, spec_path)
+    guard = load_guard(spec, project_root, spec_path)
     loaded = time.perf_counter() - t0
     rows = [(ev.name, row) for ev in evalsets for row in ev.rows]
     if len(rows) != len(outputs):

@@ -55,7 +55,6 @@ class ShadowResult:
     metrics: dict[str, float]
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
-    servers_started: int = 0
 
     def html(self, title: str, gates: list[dict[str, Any]] | None = None, currency: str = "USD") -> str:
         return shadow_html(
@@ -136,7 +135,6 @@ def run_shadow(
         f"'{app}' in {shadow.traffic.source}"
         + (f"; {len(sample.skipped)} bad lines skipped" if sample.skipped else "")
     ]
-    started = 0
     for side in sides:
         url = side.url or (shadow.champion_url if side.name == "champion" else shadow.candidate_url)
         if url:
@@ -157,7 +155,6 @@ def run_shadow(
         elif running:
             notes.append(f"{side.name}: vLLM OpenAI server already running in this process")
         else:
-            started += 1
             notes.append(f"{side.name}: started a vLLM OpenAI server in {server.startup_s:.0f}s")
         urls[side.name], names[side.name] = server.base_url, server.name
     measurements, wall = run_async(_replay(sample.records, sides, urls, names, shadow.concurrency, progress))
@@ -212,7 +209,7 @@ def run_shadow(
                 "errors": "; ".join(e for e in (a.error, b.error) if e) or None,
             }
         )
-    return ShadowResult(sample, measurements, metrics, rows, notes, started)
+    return ShadowResult(sample, measurements, metrics, rows, notes)
 
 
 def guard_shadow(
