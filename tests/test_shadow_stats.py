@@ -58,14 +58,14 @@ def test_compare_sides_ratios_agreement_and_ks() -> None:
     cand = [m(i, 0.2, 1.5, 10 + (i % 5) * 4, text="a0") for i in range(20)]
     cm = side_metrics("champion", champ, PRICES, 1.0)
     dm = side_metrics("candidate", cand, PRICES, 1.0)
-    out = compare_sides(champ, cand, cm, dm, rouge=[1.0, 0.5])
+    out = compare_sides(champ, cand, {**cm, **dm}, rouge=[1.0, 0.5])
     assert out["shadow.ttft_p95_ratio"] == pytest.approx(2.0)
     assert out["shadow.latency_p95_ratio"] == pytest.approx(1.5)
     assert out["shadow.cost_per_1k_requests_ratio"] > 1.0  # longer answers cost more
     assert out["shadow.agreement_exact"] == pytest.approx(0.5)
     assert out["shadow.agreement_rouge_l"] == pytest.approx(0.75)
     assert out["shadow.length_ks_pvalue"] < 0.05 and out["shadow.paired_requests"] == 20
-    same = compare_sides(champ, champ, cm, side_metrics("candidate", champ, PRICES, 1.0))
+    same = compare_sides(champ, champ, {**cm, **side_metrics("candidate", champ, PRICES, 1.0)})
     assert same["shadow.length_ks_pvalue"] == 1.0 and same["shadow.ttft_p95_ratio"] == 1.0
 
 
@@ -95,7 +95,7 @@ def test_html_report_has_plots_gates_and_numbers() -> None:
     champ = [m(i, 0.1 + i / 100, 1.0, 10) for i in range(8)]
     cand = [m(i, 0.2, 1.5, 12) for i in range(8)]
     metrics = {**side_metrics("champion", champ, PRICES, 1.0), **side_metrics("candidate", cand, PRICES, 1.0)}
-    metrics.update(compare_sides(champ, cand, metrics, metrics))
+    metrics.update(compare_sides(champ, cand, metrics))
     gates = [
         {
             "name": "ttft",

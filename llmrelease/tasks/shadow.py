@@ -18,7 +18,7 @@ from typing import Any
 from llmrelease.engines.openai_server import get_server, request_body, run_async, stream_chat
 from llmrelease.specs import ModelSpec, PromptSpec, ShadowSpec, TrafficRecord, content_hash
 from llmrelease.tasks.shadow_report import shadow_html
-from llmrelease.tasks.shadow_stats import Measurement, compare_sides, side_metrics
+from llmrelease.tasks.shadow_stats import Measurement, compare_sides, paired, side_metrics
 from llmrelease.tasks.traffic import TrafficSample, read_traffic
 
 __all__ = ["Side", "ShadowResult", "run_shadow"]
@@ -161,15 +161,9 @@ def run_shadow(
     metrics: dict[str, float] = {}
     for side in sides:
         metrics.update(side_metrics(side.name, measurements[side.name], side.model.pricing, wall))
-    by_id = {m.id: m for m in measurements["champion"]}
-    pairs = [
-        (by_id[m.id].text, m.text)
-        for m in measurements["candidate"]
-        if m.error is None and m.id in by_id and by_id[m.id].error is None
-    ]
-    metrics.update(
-        compare_sides(measurements["champion"], measurements["candidate"], metrics, metrics, _rouge(pairs))
-    )
+    pairs = paired(measurements["champion"], measurements["candidate"])
+    rouge = _rouge([(a.text, b.text) for a, b in pairs])
+    metrics.update(compare_sides(measurements["champion"], measurements["candidate"], metrics, rouge))
     for side in sides:  # structured output holds on production inputs too?
         if side.model.response_schema is not None:
             from llmrelease.tasks.scoring import structured_output_scores
@@ -183,6 +177,7 @@ def run_shadow(
     metrics["shadow.wall_s"] = wall
     metrics["shadow.requests"] = float(len(sample.records))
     rows = []
+    by_id = {m.id: m for m in measurements["champion"]}
     cand_by_id = {m.id: m for m in measurements["candidate"]}
     for rec in sample.records:
         a, b = by_id[str(rec.id)], cand_by_id[str(rec.id)]

@@ -14,7 +14,7 @@ import numpy as np
 
 from llmrelease.specs import Pricing
 
-__all__ = ["Measurement", "side_metrics", "compare_sides", "percentile", "SHADOW_METRICS"]
+__all__ = ["Measurement", "side_metrics", "compare_sides", "paired", "percentile", "SHADOW_METRICS"]
 
 SHADOW_METRICS = (
     "shadow.ttft_p50_ratio",
@@ -117,15 +117,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def paired(
+    champion: list[Measurement], candidate: list[Measurement]
+) -> list[tuple[Measurement, Measurement]]:
+    """(champion, candidate) for each request both sides answered without error, in candidate order."""
+    by_id = {m.id: m for m in champion if m.error is None}
+    return [(by_id[m.id], m) for m in candidate if m.error is None and m.id in by_id]
+
+
 def compare_sides(
     champion: list[Measurement],
     candidate: list[Measurement],
-    champion_metrics: dict[str, float],
-    candidate_metrics: dict[str, float],
+    metrics: dict[str, float],
     rouge: list[float] | None = None,
 ) -> dict[str, float]:
     """``shadow.*``: ratios (candidate / champion; > 1 is worse for times and cost), agreement, and
-    the KS test on output lengths. ``rouge``: ROUGE-L F1 per paired request, when computed."""
+    the KS test on output lengths. ``metrics`` holds both sides' ``side_metrics``; ``rouge``: ROUGE-L
+    F1 per ``paired`` request, when computed."""
     from scipy.stats import ks_2samp
 
     out: dict[str, float] = {}
@@ -137,11 +145,10 @@ def compare_sides(
         "latency_p95_s",
         "cost_per_1k_requests",
     ):
-        r = _ratio(candidate_metrics.get(f"candidate.{name}"), champion_metrics.get(f"champion.{name}"))
+        r = _ratio(metrics.get(f"candidate.{name}"), metrics.get(f"champion.{name}"))
         if r is not None:
             out[f"shadow.{name.removesuffix('_s')}_ratio"] = r
-    by_id = {m.id: m for m in champion if m.error is None}
-    pairs = [(by_id[m.id], m) for m in candidate if m.error is None and m.id in by_id]
+    pairs = paired(champion, candidate)
     out["shadow.paired_requests"] = float(len(pairs))
     if pairs:
         out["shadow.agreement_exact"] = sum(a.text.strip() == b.text.strip() for a, b in pairs) / len(pairs)
