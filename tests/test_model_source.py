@@ -53,3 +53,21 @@ def test_packaged_gguf_converts_once_to_bf16_safetensors(tmp_path: Path, monkeyp
     stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
     assert resolve_model_dir(SMOLLM, project_root=tmp_path) == model_dir
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not converted again
+
+
+def test_file_digest_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from llmrelease.engines import model_source
+
+    f = tmp_path / "w.gguf"
+    f.write_bytes(b"a" * 10)
+    assert model_source.file_sha256(f) == hashlib.sha256(b"a" * 10).hexdigest()
+    st = f.stat()
+    assert model_source._DIGESTS[(str(f.resolve()), st.st_size, st.st_mtime_ns)]  # remembered
+    f.write_bytes(b"b" * 11)  # new size: hashed again
+    assert model_source.file_sha256(f) == hashlib.sha256(b"b" * 11).hexdigest()
+    f.write_bytes(b"c" * 11)  # same size, newer mtime: hashed again
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert model_source.file_sha256(f) == hashlib.sha256(b"c" * 11).hexdigest()
