@@ -142,6 +142,8 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
         f"(prompt version {outcome['prompt_version']})",
         f"champion: {_v(outcome['champion_before'])} -> {_v(outcome['champion_after'])}",
     ]
+    if outcome.get("shadow"):
+        lines.append(shadow_agreement(outcome["shadow"]))
     m = outcome.get("metrics") or {}
     guard = outcome.get("guard")
     if m:
@@ -162,16 +164,27 @@ def outcome_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pan
     lines += [f"- {n}" for n in outcome.get("notes", [])]
     if outcome.get("run_id"):
         lines.append(f"MLflow run: {outcome['run_id']}  ({outcome['tracking_uri']})")
-    if ui_command:
-        lines.append(f"open the MLflow UI: [bold]{ui_command}[/]")
-    parts: list[Any] = []
-    if outcome.get("report"):
-        parts.append(gate_table(outcome["report"]))
+    tables: list[Any] = []
     if guard and guard.get("flagged"):
-        parts.append(guard_table(guard))
+        tables.append(guard_table(guard))
     if outcome.get("shadow"):
-        parts.append(shadow_table(outcome["shadow"]))
-        lines.insert(2, shadow_agreement(outcome["shadow"]))
+        tables.append(shadow_table(outcome["shadow"]))
+    return _panel(label, color, outcome.get("report"), tables, lines, ui_command)
+
+
+def _panel(
+    label: str,
+    color: str,
+    report: dict[str, Any] | None,
+    tables: list[Any],
+    lines: list[str],
+    ui_command: str | None,
+) -> Panel:
+    """Gate table first, then the step tables, then the text lines and how to open the MLflow UI."""
+    if ui_command:
+        lines = [*lines, f"open the MLflow UI: [bold]{ui_command}[/]"]
+    parts: list[Any] = [gate_table(report)] if report else []
+    parts += tables
     parts.append(Text.from_markup("\n".join(lines)))
     return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
 
@@ -187,14 +200,7 @@ def shadow_panel(outcome: dict[str, Any], ui_command: str | None = None) -> Pane
     ]
     lines += [f"- {n}" for n in outcome["shadow"].get("notes", [])]
     lines.append(f"MLflow run: {outcome['run_id']}  ({outcome['tracking_uri']}); report: shadow/report.html")
-    if ui_command:
-        lines.append(f"open the MLflow UI: [bold]{ui_command}[/]")
-    parts: list[Any] = []
-    if outcome.get("report"):
-        parts.append(gate_table(outcome["report"]))
-    parts.append(shadow_table(outcome["shadow"]))
-    parts.append(Text.from_markup("\n".join(lines)))
-    return Panel(Group(*parts), title=f"[bold {color}]{label}[/]", border_style=color)
+    return _panel(label, color, outcome.get("report"), [shadow_table(outcome["shadow"])], lines, ui_command)
 
 
 def _v(version: str | None) -> str:
