@@ -108,9 +108,11 @@ def run_release(
     store_dir: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Preflight, then the release flow; returns (outcome dict, MLflow UI command)."""
+    from llmrelease.gitrepo import at_commit
     from llmrelease.store import resolve_store
 
-    _preflight(project, app_name, prompt, model)
+    with at_commit(project, git_commit) as root:
+        _preflight(root, app_name, prompt, model)
     store = resolve_store(project, tracking_uri, store_dir=store_dir)
     from llmrelease.flows.release import release_flow
 
@@ -150,7 +152,11 @@ def release(
         ),
     ] = None,
     git_commit: Annotated[
-        str | None, typer.Option(help="Commit to record. Default: the project's HEAD.")
+        str | None,
+        typer.Option(
+            help="Release the specs as of this commit (read from a temporary worktree; the checkout "
+            "is not touched). Default: the working tree at HEAD.",
+        ),
     ] = None,
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
@@ -313,6 +319,122 @@ def demo(
     except LLMReleaseError as exc:
         _fail(exc)
     raise typer.Exit(code)
+
+
+PortOpt = Annotated[int, typer.Option(min=1, max=65535)]
+
+
+@app.command()
+def serve(
+    project: ProjectOpt = Path("."),
+    host: Annotated[str, typer.Option(help="Interface every service listens on.")] = "127.0.0.1",
+    prefect_port: PortOpt = 4200,
+    mlflow_port: PortOpt = 5000,
+    relay_port: PortOpt = 8787,
+    prefect_api_url: Annotated[
+        str | None,
+        typer.Option(help="Use this Prefect API (http://host:4200/api) instead of starting a server."),
+    ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(help="Use this MLflow tracking server (http://host:5000) instead of starting one."),
+    ] = None,
+    public_relay_url: Annotated[
+        str | None,
+        typer.Option(help="The relay's URL as GitHub and MLflow reach it (a tunnel, a load balancer)."),
+    ] = None,
+    prefect_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Deployments to register. Default: PROJECT/prefect.yaml, else llmrelease's own.",
+            exists=True,
+            dir_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
+) -> None:
+    """Run the local stack until Ctrl-C: Prefect server, MLflow server with the UI (the project's
+    SQLite store), the deployments from prefect.yaml, a worker per pool (cpu, gpu) and the webhook
+    relay; registers the MLflow alias webhook and prints every URL.
+
+    The GitHub webhook secret is $LLMRELEASE_GITHUB_WEBHOOK_SECRET, else one generated into
+    PROJECT/.llmrelease/serve/github-webhook-secret (paste it into the GitHub webhook form)."""
+    from llmrelease.stack import Stack, StackConfig
+
+    out = report_console()
+    config = StackConfig(
+        project=project,
+        host=host,
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        relay_port=relay_port,
+        prefect_api_url=prefect_api_url,
+        mlflow_uri=mlflow_uri,
+        public_relay_url=public_relay_url,
+        prefect_file=prefect_file,
+    )
+    stack = Stack(config, say=lambda line: out.print(f"[dim]{line}[/]"))
+    stopping = False
+
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _term)
+    code = 0
+    try:
+        with out.status("starting the llmrelease stack"):
+            stack.start()
+        from rich.table import Table
+
+        table = Table(title="llmrelease stack: ready (Ctrl-C stops everything)", show_header=False)
+        for name, url in stack.urls.items():
+            table.add_row(name, url)
+        secret_file = config.home / "github-webhook-secret"
+        if secret_file.exists():
+            table.add_row("GitHub secret", f"in {secret_file}")
+        table.add_row("Logs", str(config.home / "logs"))
+        out.print(table)
+        out.print("llmrelease stack ready", highlight=False)
+        stack.wait()
+    except KeyboardInterrupt:
+        stopping = True
+    except LLMReleaseError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        code = 1
+    finally:
+        # A second Ctrl-C (or the SIGTERM a supervisor sends after it) must not abort the clean-up
+        # half way and leave servers running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with out.status("stopping"):
+            stack.stop()
+        out.print("stopped" if stopping or code == 0 else "stopped after an error")
+    raise typer.Exit(code)
+
+
+@app.command()
+def relay(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: PortOpt = 8787,
+) -> None:
+    """Run the webhook relay alone: POST /hooks/github, POST /hooks/mlflow, GET /healthz.
+
+    Reads PREFECT_API_URL (and PREFECT_API_KEY or PREFECT_API_AUTH_STRING),
+    LLMRELEASE_GITHUB_WEBHOOK_SECRET, LLMRELEASE_MLFLOW_WEBHOOK_SECRET, LLMRELEASE_RELAY_MAX_BODY
+    (bytes, default 5 MiB) and LLMRELEASE_RELAY_HOME (where delivery ids are kept). A hook whose
+    secret is unset answers 503 to everything."""
+    import uvicorn
+
+    from llmrelease.relay.app import RelayConfig, create_app
+
+    try:
+        config = RelayConfig.from_env()
+    except RuntimeError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
 
 
 def main() -> None:

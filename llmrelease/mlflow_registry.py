@@ -343,6 +343,55 @@ class MlflowRegistry:
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
+    def log_record(
+        self,
+        app: str,
+        *,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        record: dict[str, Any],
+        path: str,
+    ) -> str:
+        """A small run that records a fact (a rollout, an override, a drift check) with its JSON."""
+        from mlflow.entities import Param, RunTag
+
+        run = self.client.create_run(
+            self.experiment_id(app), run_name=run_name, tags={TAG + "app": app, **tags}
+        )
+        run_id = run.info.run_id
+        try:
+            self.client.log_batch(
+                run_id,
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            self.client.log_dict(run_id, record, path)
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def model_tags(self, app: str) -> dict[str, str] | None:
+        """The registered model's tags, or None when no such model exists."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(model_name(app)).tags)
+        except MlflowException:
+            return None
+
+    def set_model_tag(self, app: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(model_name(app), key, value)
+
+    def sync_prompt_alias(self, app: str, alias: str, version: VersionInfo) -> bool:
+        """Point the prompt's ``alias`` at ``version``'s prompt version; True if it moved."""
+        if version.prompt_version is None or self.prompt_alias(app, alias) == version.prompt_version:
+            return False
+        self._mlflow.genai.set_prompt_alias(prompt_name(app), alias, version.prompt_version)
+        return True
+
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 

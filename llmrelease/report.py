@@ -208,7 +208,8 @@ def _v(version: str | None) -> str:
 
 
 def status_table(status: dict[str, Any]) -> Table:
-    table = Table(title=f"{status['app']}: aliases", header_style="bold")
+    caption = f"[bold red]MANUAL OVERRIDE[/]: {status['override']}" if status.get("override") else None
+    table = Table(title=f"{status['app']}: aliases", header_style="bold", caption=caption)
     for col in ("alias", "model", "prompt", "verdict", "git commit", "metrics", "eval run"):
         table.add_column(col, no_wrap=True)
     for row in status["aliases"]:

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.utilities.annotations import quote
 
+from llmrelease.gitrepo import at_commit
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
 from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.guard import guard_summary
@@ -106,14 +107,20 @@ def release_flow(
     artifact_root: str | None = None,
 ) -> dict[str, Any]:
     """Release one app: validate specs and evalsets, register the candidate, evaluate it on vLLM,
-    compare it with the champion, apply the gates and move the aliases only if every gate passed."""
-    outcome = release(
-        app,
-        project=Path(project_dir).resolve(),
-        prompt_file=Path(prompt_file).resolve() if prompt_file else None,
-        model_file=Path(model_file).resolve() if model_file else None,
-        git_commit=git_commit,
-        tracking_uri=tracking_uri,
-        artifact_root=artifact_root,
-    )
+    compare it with the champion, apply the gates and move the aliases only if every gate passed.
+
+    With ``git_commit`` (a push, a schedule pinned to a commit), the specs are read at that commit
+    from a temporary worktree of the project's Git checkout; results go to the project's store."""
+    project = Path(project_dir).resolve()
+    store = resolve_store(project, tracking_uri)
+    with at_commit(project, git_commit) as root:
+        outcome = release(
+            app,
+            project=root,
+            prompt_file=Path(prompt_file).resolve() if prompt_file else None,
+            model_file=Path(model_file).resolve() if model_file else None,
+            git_commit=git_commit,
+            tracking_uri=store.tracking_uri,
+            artifact_root=artifact_root or store.artifact_root,
+        )
     return outcome.to_dict()

@@ -33,8 +33,10 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
                     and (not k.startswith("guard.") or k.endswith("_rate"))
                 }
         aliases.append(row)
+    override = (registry.model_tags(app) or {}).get(TAG + "champion_override")
     return {
         "app": app,
+        "override": override if override and override != "none" else None,
         "tracking_uri": redact_uri(registry.tracking_uri),
         "versions": len(registry.versions(app)),
         "aliases": aliases,

@@ -1,0 +1,136 @@
+"""What to make of a champion alias that moved: a rollout of a gated version, or a manual override.
+
+The release pipeline moves ``champion`` only after every gate passed; a person can still move it in
+the MLflow UI. Neither is silently accepted: a version whose gates passed gets its rollout recorded,
+anything else is recorded as an override and flagged on the version and on the registered model,
+where ``llmrelease status`` and the MLflow UI show it. MLflow's alias webhooks do not say who moved
+the alias; a person can sign an override with the ``llmrelease.override_by`` and
+``llmrelease.override_reason`` version tags, which the record then carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo
+
+__all__ = ["AliasRecord", "classify", "record_alias_change"]
+
+Kind = Literal["rollout", "override", "ignored", "superseded"]
+
+
+@dataclass
+class AliasRecord:
+    app: str
+    alias: str
+    version: str
+    kind: Kind
+    reason: str
+    at: str
+    verdict: str | None = None
+    release_run: str | None = None
+    moved_by: str | None = None
+    record_run: str | None = None
+    prompt_alias_synced: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def classify(tags: dict[str, str]) -> tuple[Kind, str]:
+    """Rollout only for a version with a release run whose gates all passed; the rest fail closed."""
+    verdict, run = tags.get(TAG + "verdict"), tags.get(TAG + "eval_run_id")
+    if verdict == "passed" and run:
+        return "rollout", f"gates passed in release run {run}"
+    if verdict == "failed":
+        return "override", f"its gates FAILED in release run {run}"
+    return "override", "it was never evaluated by llmrelease (no release run, no gate verdict)"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def record_alias_change(
+    registry: MlflowRegistry, app: str, alias: str, version: str, *, delivery: str | None = None
+) -> AliasRecord:
+    """Check the champion ``app`` now has against its gates and record what it is."""
+    at = _now()
+    if alias != CHAMPION:
+        return AliasRecord(app, alias, version, "ignored", f"only '{CHAMPION}' moves are checked", at)
+    model_tags = registry.model_tags(app)
+    if model_tags is None or TAG + "app" not in model_tags:
+        return AliasRecord(app, alias, version, "ignored", "not a registered model of an llmrelease app", at)
+    current = registry.alias(app, CHAMPION)
+    if current is None or current.version != version:
+        now = f"v{current.version}" if current else "unset"
+        return AliasRecord(
+            app,
+            alias,
+            version,
+            "superseded",
+            f"the champion is {now} by now; that move is recorded on its own",
+            at,
+        )
+    kind, reason = classify(current.tags)
+    record = AliasRecord(
+        app,
+        alias,
+        version,
+        kind,
+        reason,
+        at,
+        verdict=current.tags.get(TAG + "verdict"),
+        release_run=current.eval_run_id,
+        moved_by=_moved_by(current),
+    )
+    record.prompt_alias_synced = registry.sync_prompt_alias(app, CHAMPION, current)
+    if record.prompt_alias_synced:
+        record.notes.append(f"prompt alias '{CHAMPION}' moved to prompt v{current.prompt_version} to match")
+    _write(registry, record, delivery)
+    return record
+
+
+def _moved_by(version: VersionInfo) -> str:
+    who = version.tags.get(TAG + "override_by")
+    why = version.tags.get(TAG + "override_reason")
+    if who or why:
+        return f"{who or 'unknown'} ({why or 'no reason given'})"
+    return "unknown: MLflow alias webhooks do not carry the user"
+
+
+def _write(registry: MlflowRegistry, record: AliasRecord, delivery: str | None) -> None:
+    app, version = record.app, record.version
+    title = (
+        f"Rollout: v{version} became champion ({record.reason})."
+        if record.kind == "rollout"
+        else f"MANUAL OVERRIDE: v{version} was made champion although {record.reason}. "
+        f"Moved by: {record.moved_by}. Check it, or roll back with `llmrelease rollback {app}`."
+    )
+    record.record_run = registry.log_record(
+        app,
+        run_name=f"{app}-{record.kind}-v{version}",
+        tags={
+            TAG + "kind": record.kind,
+            TAG + "model_version": version,
+            TAG + "verdict": record.verdict or "none",
+            "mlflow.note.content": title,
+        },
+        params={"alias": record.alias, "version": version, "delivery": delivery or "none"},
+        record=record.to_dict(),
+        path=f"{record.kind}.json",
+    )
+    if record.kind == "rollout":
+        registry.set_version_tags(
+            app, version, {TAG + "rollout_at": record.at, TAG + "rollout_run": record.record_run}
+        )
+        registry.set_model_tag(app, TAG + "champion_override", "none")
+    else:
+        flag = f"{record.at}: champion set to v{version} although {record.reason}"
+        registry.set_version_tags(
+            app, version, {TAG + "override": flag, TAG + "override_run": record.record_run}
+        )
+        registry.set_model_tag(app, TAG + "champion_override", flag)

@@ -1,0 +1,326 @@
+"""The nightly drift check: is the champion still as good as when it was gated?
+
+The champion was promoted on the scores of its release run. Nothing re-checks it afterwards, yet
+what it is judged on moves: evalsets gain corrected labels, the serving stack (vLLM, drivers,
+kernels) is upgraded under it, the guard changes. Each night its exact model spec and prompt (as
+recorded by its release run) are evaluated again on the app's current evalsets and compared with
+that run; a difference beyond the tolerance, or an absolute gate that the champion now fails, is
+drift. Nothing moves: the result is one MLflow run and two tags on the champion version.
+
+Plain functions; the Prefect wrappers live in ``llmrelease.flows.nightly``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from llmrelease.engines.base import Progress
+from llmrelease.errors import InputError, LLMReleaseError
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo
+from llmrelease.project import AppSpec
+from llmrelease.specs import ModelSpec, PromptSpec
+from llmrelease.tasks.evalsets import Evalset
+from llmrelease.tasks.evaluation import EngineFactory, evaluate
+from llmrelease.tasks.gates import evaluate_gates
+from llmrelease.tasks.release import _table, guard_digest, guard_evaluation
+
+__all__ = [
+    "DriftRow",
+    "DriftReport",
+    "NightlyFailed",
+    "compare",
+    "check_champion",
+    "log_drift",
+]
+
+DriftStatus = Literal["ok", "drift", "unknown"]
+
+_SAME = 1e-9
+"""Per-item scores closer than this count as unchanged (they are means of 0/1 checks or ROUGE)."""
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """One metric of the champion, then (its release run) and now."""
+
+    metric: str
+    at_release: float | None
+    """Mean over the items compared (``basis="items"``) or the release run's aggregate metric."""
+    now: float | None
+    delta: float | None
+    """now - at_release; None when either side is missing."""
+    changed_items: int | None
+    """Items whose score differs from the release run; None when compared by aggregate only."""
+    drifted: bool
+    """|delta| > tolerance."""
+    basis: Literal["items", "aggregate"]
+    """"items": paired on the same item ids (the evalset is unchanged since the release);
+    "aggregate": the evalset changed, so only the run-level means can be compared."""
+    n: int | None = None
+    """Items paired (``basis="items"``)."""
+
+
+@dataclass
+class DriftReport:
+    app: str
+    champion_version: str
+    release_run_id: str | None
+    """The champion's release run: where its specs and its scores at release come from."""
+    status: DriftStatus
+    rows: list[DriftRow] = field(default_factory=list)
+    failed_gates: list[dict[str, Any]] = field(default_factory=list)
+    """Absolute gates of the current policy that the champion fails now (GateResult as a dict)."""
+    notes: list[str] = field(default_factory=list)
+    tolerance: float = 0.02
+    metrics_now: dict[str, float] = field(default_factory=dict, repr=False)
+    """Every metric of tonight's evaluation (scores, serving, cost): logged, not returned."""
+    items_now: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    """Tonight's per-item scores: logged so the next night (or a person) can diff them."""
+    digests_now: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def drifted(self) -> list[DriftRow]:
+        return [r for r in self.rows if r.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "champion_version": self.champion_version,
+            "release_run_id": self.release_run_id,
+            "status": self.status,
+            "tolerance": self.tolerance,
+            "rows": [asdict(r) for r in self.rows],
+            "drifted_metrics": [r.metric for r in self.drifted],
+            "failed_gates": self.failed_gates,
+            "notes": self.notes,
+        }
+
+
+class NightlyFailed(LLMReleaseError):
+    """At least one app could not be checked; every other app was. ``result`` holds all reports."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def compare(
+    release_items: dict[str, dict[str, float]],
+    now_items: dict[str, dict[str, float]],
+    release_metrics: dict[str, float],
+    now_metrics: dict[str, float],
+    same_digest: dict[str, bool],
+    tolerance: float,
+) -> tuple[list[DriftRow], list[str]]:
+    """Rows (one per per-item metric measured now) and notes. Pure.
+
+    Metric names are ``<evalset>.<score>``. Where the evalset is byte-for-byte the one the champion
+    was released on, items are paired by id: a change is then the model's or the stack's, not the
+    data's, and ``changed_items`` says how many answers moved. Where it changed, per-item scores of
+    the release describe other rows, so only the aggregate run metrics are compared and a note says
+    so (part of the delta may then be the data's).
+    """
+    rows: list[DriftRow] = []
+    notes: list[str] = []
+    evalsets = sorted({m.split(".", 1)[0] for m in now_items})
+    for name in evalsets:
+        if not same_digest.get(name, False):
+            if any(m.startswith(f"{name}.") for m in release_metrics):
+                notes.append(
+                    f"evalset '{name}' changed since the release (digest differs): its metrics are "
+                    "compared with the release run's aggregates, not item by item"
+                )
+            else:
+                notes.append(f"evalset '{name}' has no results in the release run (added since?)")
+    for metric in sorted(now_items):
+        if not AppSpec.has_item_scores(metric):
+            continue
+        evalset = metric.split(".", 1)[0]
+        now_scores = now_items[metric]
+        then_scores = release_items.get(metric) if same_digest.get(evalset, False) else None
+        if then_scores:
+            common = sorted(set(now_scores) & set(then_scores))
+            if not common:
+                notes.append(f"{metric}: no item in common with the release run")
+                continue
+            at_release = sum(then_scores[i] for i in common) / len(common)
+            now = sum(now_scores[i] for i in common) / len(common)
+            changed = sum(1 for i in common if abs(now_scores[i] - then_scores[i]) > _SAME)
+            delta = now - at_release
+            rows.append(
+                DriftRow(
+                    metric, at_release, now, delta, changed, abs(delta) > tolerance, "items", len(common)
+                )
+            )
+            continue
+        at_release_agg = release_metrics.get(metric)
+        now_agg = now_metrics.get(metric)
+        if not _finite(now_agg) and now_scores:
+            now_agg = sum(now_scores.values()) / len(now_scores)
+        if not _finite(at_release_agg) or not _finite(now_agg):
+            if same_digest.get(evalset, False):  # a metric the release did not measure (new scorer)
+                notes.append(f"{metric}: not measured by the release run; no baseline")
+            rows.append(DriftRow(metric, at_release_agg, now_agg, None, None, False, "aggregate"))
+            continue
+        assert at_release_agg is not None and now_agg is not None
+        delta = now_agg - at_release_agg
+        rows.append(
+            DriftRow(metric, at_release_agg, now_agg, delta, None, abs(delta) > tolerance, "aggregate")
+        )
+    return rows, notes
+
+
+def _unknown(champion: VersionInfo, app: str, tolerance: float, note: str) -> DriftReport:
+    return DriftReport(
+        app, champion.version, champion.eval_run_id, "unknown", notes=[note], tolerance=tolerance
+    )
+
+
+def check_champion(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    *,
+    engine_factory: EngineFactory | None = None,
+    progress: Progress | None = None,
+    tolerance: float = 0.02,
+) -> DriftReport | None:
+    """Re-evaluate the app's champion now and compare it with its release run; None without one.
+
+    The champion is rebuilt from its release run's artifacts (not from today's specs, which may
+    hold an unreleased edit), run on the app's current evalsets (and guard), and compared with
+    :func:`compare`. The current policy's absolute gates are applied to tonight's metrics too: a
+    champion that no longer meets a floor is drift even when it moved less than the tolerance.
+    """
+    if tolerance < 0:
+        raise InputError(f"tolerance must be >= 0, got {tolerance}", fix="e.g. 0.02 (two points of accuracy)")
+    app = spec.name
+    champion = registry.alias(app, CHAMPION)
+    if champion is None:
+        return None
+    run_id = champion.eval_run_id
+    if not run_id:
+        return _unknown(
+            champion,
+            app,
+            tolerance,
+            f"champion v{champion.version} has no llmrelease release run (registered or aliased by "
+            "hand?): its specs and scores at release are unknown, so it cannot be re-checked; release "
+            "it through llmrelease",
+        )
+    try:
+        model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
+        prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+        run = registry.client.get_run(run_id)
+    except Exception as exc:  # a deleted run or artifact: report it, the other apps still run
+        return _unknown(
+            champion,
+            app,
+            tolerance,
+            f"champion v{champion.version}: its release run {run_id} cannot be read "
+            f"({type(exc).__name__}: {exc})",
+        )
+    run_tags = dict(run.data.tags)
+    release_metrics = dict(run.data.metrics)
+    digests = {ev.name: ev.digest for ev in evalsets}
+    same = {n: run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in digests.items()}
+    release_items: dict[str, dict[str, float]] = {}
+    if any(same.values()):
+        release_items = registry.load_artifact_dict(run_id, "item_scores.json")
+
+    now = evaluate(
+        model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
+    )
+    guard_evaluation(spec, prompt, evalsets, now)
+
+    rows, notes = compare(release_items, now.scores.items, release_metrics, now.metrics, same, tolerance)
+    if run_tags.get(TAG + "guard.digest", "none") != guard_digest(spec):
+        notes.append("the guard changed since the release: guard metrics now come from another classifier")
+    gates = evaluate_gates(spec.gates, now.metrics, now.scores.items, None, champion_version=None)
+    failed = [asdict(r) for r in gates.failed]
+    status: DriftStatus = "drift" if failed or any(r.drifted for r in rows) else "ok"
+    return DriftReport(
+        app,
+        champion.version,
+        run_id,
+        status,
+        rows,
+        failed,
+        notes,
+        tolerance,
+        metrics_now={**now.metrics, **now.engine_info},
+        items_now=now.scores.items,
+        digests_now=digests,
+    )
+
+
+def _drift_tag(report: DriftReport) -> str:
+    return {"ok": "false", "drift": "true"}.get(report.status, "unknown")
+
+
+def log_drift(registry: MlflowRegistry, spec: AppSpec, report: DriftReport) -> str:
+    """One MLflow run in the app's experiment, and the verdict as tags on the champion version.
+
+    The version tags let anyone looking at the registry (or an alias webhook) see when the champion
+    was last checked and how it stood, without searching runs. No alias moves: deciding to roll back
+    is a person's (or a release's) call, made with this evidence.
+    """
+    drift = _drift_tag(report)
+    metrics: dict[str, float] = {f"now.{k}": float(v) for k, v in report.metrics_now.items()}
+    for r in report.rows:
+        if r.delta is not None:
+            metrics[f"drift.{r.metric}"] = r.delta
+        if r.now is not None:
+            metrics[f"now.{r.metric}"] = r.now
+    metrics["drift.detected"] = float(report.status == "drift")
+    metrics["drift.metrics_count"] = float(len(report.drifted))
+    metrics["gates.failed_count"] = float(len(report.failed_gates))
+    tags = {
+        TAG + "kind": "nightly",
+        TAG + "model_version": report.champion_version,
+        TAG + "drift": drift,
+        TAG + "release_run_id": report.release_run_id or "none",
+        "mlflow.note.content": (
+            f"Nightly check of champion v{report.champion_version}: {report.status}. "
+            + " ".join(report.notes)
+        ).strip(),
+    }
+    tags.update({TAG + f"evalset.{n}.digest": d for n, d in report.digests_now.items()})
+    artifacts: dict[str, Any] = {"nightly/drift.json": report.to_dict()}
+    if report.items_now:
+        artifacts["nightly/item_scores.json"] = report.items_now
+    run_id = registry.log_evaluation(
+        spec.name,
+        run_name=f"{spec.name}-nightly-v{report.champion_version}",
+        params={
+            "app": spec.name,
+            "kind": "nightly",
+            "model_version": report.champion_version,
+            "release_run_id": report.release_run_id or "none",
+            "tolerance": str(report.tolerance),
+            "gate_policy": spec.gates.version,
+        },
+        metrics=metrics,
+        tags=tags,
+        table=_table([asdict(r) for r in report.rows]) or {"metric": []},
+        table_file="nightly/rows.json",
+        artifacts=artifacts,
+        datasets=[],
+    )
+    registry.set_version_tags(
+        spec.name,
+        report.champion_version,
+        {
+            TAG + "nightly_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            TAG + "drift": drift,
+            TAG + "nightly_run_id": run_id,
+        },
+    )
+    return run_id
