@@ -321,6 +321,72 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command()
+def nightly(
+    apps: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[APP]...", help="Apps to check. Default: every app of the project."),
+    ] = None,
+    project: ProjectOpt = Path("."),
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Largest |now - at release| of a metric that is not drift.")
+    ] = 0.02,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Re-evaluate each champion on its app's current evalsets and compare with its release run
+    (the scheduled `nightly` deployment runs the same flow). Records a run, tags the version, moves
+    nothing. Exit 0: no drift. 1: drift in at least one app. 2: an app could not be checked."""
+    _quiet(verbose)
+    from llmrelease.flows.nightly import nightly_flow
+    from llmrelease.store import resolve_store
+    from llmrelease.tasks.nightly import NightlyFailed
+
+    store = resolve_store(project, tracking_uri)
+    code = 0
+    with _stdout_to_stderr(as_json):
+        try:
+            with store.exported():
+                result = nightly_flow(project_dir=str(project), apps=apps or None, tolerance=tolerance)
+        except NightlyFailed as exc:
+            result, code = exc.result, 2
+        except LLMReleaseError as exc:
+            _fail(exc)
+    if code == 0 and result["drift"]:
+        code = 1
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        raise typer.Exit(code)
+    from rich.table import Table
+
+    table = Table(title="nightly drift check", header_style="bold")
+    for col in ("app", "champion", "status", "drifted metrics / failing gates / error"):
+        table.add_column(col)
+    style = {"ok": "green", "drift": "bold red", "error": "bold red", "unknown": "yellow"}
+    for name, rep in result["apps"].items():
+        detail = ", ".join(
+            [
+                *(
+                    f"{r['metric']} {r['delta']:+.3f}"
+                    for r in rep.get("rows", [])
+                    if r.get("drifted") and r.get("delta") is not None
+                ),
+                *(f"gate {g['name']}" for g in rep.get("failed_gates", [])),
+            ]
+        )
+        detail = detail or rep.get("error") or "; ".join(rep.get("notes", [])[:1]) or "-"
+        status_text = f"[{style.get(rep['status'], '')}]{rep['status']}[/]"
+        table.add_row(name, _v(rep.get("champion_version")), status_text, detail)
+    report_console().print(table)
+    report_console().print(f"recorded in {result.get('tracking_uri', store.tracking_uri)}")
+    raise typer.Exit(code)
+
+
+def _v(version: object) -> str:
+    return f"v{version}" if version else "-"
+
+
 PortOpt = Annotated[int, typer.Option(min=1, max=65535)]
 
 

@@ -192,7 +192,7 @@ def test_nightly_finds_no_drift_then_drift_after_the_labels_change(
 ) -> None:
     """One release (evaluation 1), a nightly on the same evalset (2: greedy, so identical), then a
     nightly after several reference labels were changed (3: the digest changes, accuracy drops)."""
-    from llmrelease.flows.nightly import nightly, nightly_flow
+    from llmrelease.flows.nightly import nightly
     from llmrelease.flows.release import release
     from llmrelease.mlflow_registry import TAG, MlflowRegistry
 
@@ -235,7 +235,16 @@ def test_nightly_finds_no_drift_then_drift_after_the_labels_change(
             row["reference"]["category"] = "billing" if category != "billing" else "shipping"
     path.write_text("".join(json.dumps(row) + "\n" for row in lines))
 
-    out = nightly_flow(project_dir=str(small_project), apps=[APP], tracking_uri=uri)
+    # Through the command line this time (the flow underneath): exit 1 means drift.
+    from typer.testing import CliRunner
+
+    from llmrelease.cli import app as cli_app
+
+    ran = CliRunner().invoke(
+        cli_app, ["nightly", APP, "--project", str(small_project), "--tracking-uri", uri, "--json"]
+    )
+    assert ran.exit_code == 1, ran.output
+    out = json.loads(ran.stdout)
     report = out["apps"][APP]
     assert report["status"] == "drift" and out["drift"] == [APP]
     acc = {r["metric"]: r for r in report["rows"]}["tickets.category_accuracy"]

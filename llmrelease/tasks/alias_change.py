@@ -58,7 +58,7 @@ def record_alias_change(
     registry: MlflowRegistry, app: str, alias: str, version: str, *, delivery: str | None = None
 ) -> AliasRecord:
     """Check the champion ``app`` now has against its gates and record what it is."""
-    at = _now()
+    at, version = _now(), str(version)
     if alias != CHAMPION:
         return AliasRecord(app, alias, version, "ignored", f"only '{CHAMPION}' moves are checked", at)
     model_tags = registry.model_tags(app)

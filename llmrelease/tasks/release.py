@@ -272,7 +272,7 @@ def champion_item_scores(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
     guard_evaluation(spec, prompt, evalsets, again)
-    why = "evalsets" if not same else "the guard"
+    why = " and ".join(w for w, changed in (("evalsets", not same), ("the guard", not same_guard)) if changed)
     return (
         again.scores.items,
         f"re-evaluated champion v{champion.version} ({why} changed since its release)",

@@ -1,0 +1,141 @@
+"""The trigger flows' logic without servers: which apps a push touches, Git diffs and worktrees at
+a commit, and what a champion move is (rollout or override) on a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llmrelease import gitrepo
+from llmrelease.errors import InputError
+from llmrelease.flows.on_push import changed_files
+from llmrelease.mlflow_registry import TAG, MlflowRegistry
+from llmrelease.tasks.alias_change import classify, record_alias_change
+from llmrelease.tasks.push import apps_touched
+
+APPS = ["faq-bot", "support-triage"]
+
+
+@pytest.mark.parametrize(
+    ("paths", "subdir", "expected"),
+    [
+        (["registry/support-triage/prompt.yaml"], "", ["support-triage"]),
+        (["evalsets/faq-bot/golden.jsonl", "README.md"], "", ["faq-bot"]),
+        (["registry/support-triage/gates.yaml", "evalsets/faq-bot/x.card.yaml"], "", APPS),
+        (["README.md", "llmrelease/cli.py", "registry/README.md"], "", []),
+        (["registry/deleted-app/prompt.yaml"], "", []),  # not an app at the pushed commit
+        (["apps/registry/faq-bot/model.yaml"], "apps", ["faq-bot"]),
+        (["registry/faq-bot/model.yaml"], "apps", []),  # outside the project's subdirectory
+    ],
+)
+def test_apps_touched(paths: list[str], subdir: str, expected: list[str]) -> None:
+    assert apps_touched(paths, APPS, subdir=subdir) == expected
+
+
+def git(root: Path, *args: str) -> str:
+    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, str, str]:
+    root = tmp_path / "repo"
+    (root / "registry" / "faq-bot").mkdir(parents=True)
+    (root / "registry" / "faq-bot" / "prompt.yaml").write_text("version: one\n")
+    (root / "README.md").write_text("hi\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "one")
+    first = git(root, "rev-parse", "HEAD")
+    (root / "registry" / "faq-bot" / "prompt.yaml").write_text("version: two\n")
+    git(root, "commit", "-qam", "two")
+    return root, first, git(root, "rev-parse", "HEAD")
+
+
+def test_git_diff_is_preferred_over_the_payload(repo) -> None:
+    root, first, second = repo
+    paths, source = changed_files(root, first, second, ["something/else"], True)
+    assert paths == ["registry/faq-bot/prompt.yaml"] and source.startswith("git diff")
+    # Git does not know `before` (a force push, a shallow clone): the payload's list is used...
+    paths, source = changed_files(root, "f" * 40, second, ["registry/faq-bot/x"], True)
+    assert paths == ["registry/faq-bot/x"] and source == "the push payload"
+    # ...unless GitHub may have cut it: then every app is released.
+    assert changed_files(root, "f" * 40, second, ["registry/faq-bot/x"], False)[0] is None
+
+
+def test_at_commit_reads_an_older_commit_from_a_worktree_and_cleans_up(repo) -> None:
+    root, first, second = repo
+    with gitrepo.at_commit(root, first) as tree:
+        assert tree != root
+        assert (tree / "registry" / "faq-bot" / "prompt.yaml").read_text() == "version: one\n"
+    assert not tree.exists()
+    assert "worktree" not in git(root, "worktree", "list").split("\n", 1)[-1]
+    assert (root / "registry" / "faq-bot" / "prompt.yaml").read_text() == "version: two\n"
+    assert git(root, "rev-parse", "HEAD") == second  # the checkout did not move
+    with gitrepo.at_commit(root, second) as tree:
+        assert tree == root  # HEAD already: the working tree itself
+    with gitrepo.at_commit(root, None) as tree:
+        assert tree == root
+
+
+def test_at_commit_refuses_a_commit_the_checkout_does_not_have(repo, tmp_path: Path) -> None:
+    root, _, _ = repo
+    with (
+        pytest.raises(InputError, match="is not in the project checkout"),
+        gitrepo.at_commit(root, "ab" * 20),
+    ):
+        pass
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with gitrepo.at_commit(plain, "ab" * 20) as tree:  # not a Git checkout: as it is
+        assert tree == plain
+
+
+def test_classify_fails_closed() -> None:
+    assert classify({TAG + "verdict": "passed", TAG + "eval_run_id": "r"})[0] == "rollout"
+    assert classify({TAG + "verdict": "passed"})[0] == "override"  # no release run to back it
+    assert classify({TAG + "verdict": "failed", TAG + "eval_run_id": "r"}) == (
+        "override",
+        "its gates FAILED in release run r",
+    )
+    assert classify({})[0] == "override"
+
+
+def test_champion_moves_are_recorded_as_rollout_or_flagged_override(tmp_path: Path) -> None:
+    registry = MlflowRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client, app = registry.client, "faq-bot"
+    client.create_registered_model(app, tags={TAG + "app": app})
+    gated = client.create_model_version(
+        app, "s3://models/a", tags={TAG + "verdict": "passed", TAG + "eval_run_id": "run-1"}
+    ).version
+    failed = client.create_model_version(
+        app,
+        "s3://models/b",
+        tags={TAG + "verdict": "failed", TAG + "eval_run_id": "run-2", TAG + "override_by": "ada"},
+    ).version
+
+    client.set_registered_model_alias(app, "champion", gated)
+    rollout = record_alias_change(registry, app, "champion", gated, delivery="d-1")
+    assert rollout.kind == "rollout" and rollout.record_run
+    assert registry.alias(app, "champion").tags[TAG + "rollout_run"] == rollout.record_run
+    assert registry.model_tags(app)[TAG + "champion_override"] == "none"
+
+    client.set_registered_model_alias(app, "champion", failed)
+    override = record_alias_change(registry, app, "champion", failed, delivery="d-2")
+    assert override.kind == "override" and override.moved_by.startswith("ada")
+    flag = registry.model_tags(app)[TAG + "champion_override"]
+    assert f"v{failed}" in flag and "FAILED" in flag
+    assert TAG + "override" in registry.alias(app, "champion").tags
+    note = client.get_run(override.record_run).data.tags["mlflow.note.content"]
+    assert note.startswith("MANUAL OVERRIDE") and f"llmrelease rollback {app}" in note
+
+    # A late event for an older move, other aliases and other models record nothing.
+    assert record_alias_change(registry, app, "champion", gated).kind == "superseded"
+    assert record_alias_change(registry, app, "challenger", gated).kind == "ignored"
+    client.create_registered_model("not-ours")
+    assert record_alias_change(registry, "not-ours", "champion", "1").kind == "ignored"
+    assert record_alias_change(registry, "missing", "champion", "1").kind == "ignored"
+    runs = client.search_runs([registry.experiment_id(app)])
+    assert sorted(r.data.tags[TAG + "kind"] for r in runs) == ["override", "rollout"]
