@@ -8,6 +8,7 @@ sources must be written down.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -113,13 +114,25 @@ class PromptSpec(_Spec):
     def digest(self) -> str:
         return content_hash(self.template())
 
+    @functools.cached_property
+    def _fixed_messages(self) -> list[dict[str, str] | None]:
+        """Messages without placeholders (system prompt, few-shot turns), built once: every
+        rendered conversation shares them instead of holding its own copies (eight few-shot turns
+        cost about 3 KB per row, 300 MB at 100k rows). Read-only for everyone downstream."""
+        return [
+            None if _VAR.search(m.content) else {"role": m.role, "content": m.content} for m in self.messages
+        ]
+
     def render(self, variables: dict[str, Any]) -> list[dict[str, str]]:
         """Fill the placeholders; a missing variable is a bug upstream (rows are checked before)."""
 
         def fill(m: re.Match[str]) -> str:
             return str(variables[m.group(1)])
 
-        return [{"role": m.role, "content": _VAR.sub(fill, m.content)} for m in self.messages]
+        return [
+            fixed if fixed is not None else {"role": m.role, "content": _VAR.sub(fill, m.content)}
+            for m, fixed in zip(self.messages, self._fixed_messages, strict=True)
+        ]
 
 
 # ------------------------------------------------------------------------------------------ model

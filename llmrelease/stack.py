@@ -95,6 +95,8 @@ class Stack:
     def start(self) -> None:
         c = self.config
         (c.home / "logs").mkdir(parents=True, exist_ok=True)
+        # Secrets, logs and the Prefect database live here: never let `git add -A` pick them up.
+        (c.home / ".gitignore").write_text("*\n")
         github_secret = os.environ.get("LLMRELEASE_GITHUB_WEBHOOK_SECRET") or _secret_file(
             c.home / "github-webhook-secret", lambda: secrets.token_hex(32)
         )

@@ -309,3 +309,12 @@ def test_push_event_paths_are_complete_only_when_github_listed_every_commit() ->
     assert github_push_event(feature, "d")["resource"]["github.default_branch"] == "false"
     assert github_push_event(push(), "d")["id"] == github_push_event(push(), "d")["id"]
     assert mlflow_event({"entity": "prompt", "action": "created", "data": {}}, "d") is None
+
+
+def test_push_without_event_or_delivery_header_gets_400(relay) -> None:
+    client, prefect = relay
+    for header in ("X-GitHub-Event", "X-GitHub-Delivery"):
+        body, headers = signed(push(), SECRET)
+        headers.pop(header)
+        assert client.post("/hooks/github", content=body, headers=headers).status_code == 400
+    assert prefect.events == []

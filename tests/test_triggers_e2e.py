@@ -58,6 +58,8 @@ class Stack:
 
     @property
     def github_secret(self) -> str:
+        untracked = git(self.project, "status", "--porcelain", "--untracked-files=all")
+        assert "/serve/" not in untracked  # secrets and logs can never be committed by accident
         return (self.project / ".llmrelease" / "serve" / "github-webhook-secret").read_text().strip()
 
     def runs(self, flow: str | None = None) -> list[dict[str, Any]]:
