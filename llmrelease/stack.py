@@ -14,6 +14,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,8 +93,31 @@ class Stack:
 
     # ------------------------------------------------------------------------------------ start
 
+    def _check_ports(self) -> None:
+        """Fail before starting anything when a port is taken: otherwise the health check could find
+        someone else's server there and the stack would quietly talk to it."""
+        c = self.config
+        wanted = {"relay": c.relay_port}
+        if c.prefect_api_url is None:
+            wanted["Prefect"] = c.prefect_port
+        if c.mlflow_uri is None:
+            wanted["MLflow"] = c.mlflow_port
+        for what, port in wanted.items():
+            with socket.socket() as s:
+                try:
+                    s.bind((c.host, port))
+                except OSError:
+                    flag = {"relay": "--relay-port", "Prefect": "--prefect-port", "MLflow": "--mlflow-port"}[
+                        what
+                    ]
+                    raise StackError(
+                        f"port {port} on {c.host} is in use; the {what} server needs it. Stop what "
+                        f"holds it, or choose another with {flag}"
+                    ) from None
+
     def start(self) -> None:
         c = self.config
+        self._check_ports()
         (c.home / "logs").mkdir(parents=True, exist_ok=True)
         # Secrets, logs and the Prefect database live here: never let `git add -A` pick them up.
         (c.home / ".gitignore").write_text("*\n")

@@ -139,3 +139,28 @@ def test_champion_moves_are_recorded_as_rollout_or_flagged_override(tmp_path: Pa
     assert record_alias_change(registry, "missing", "champion", "1").kind == "ignored"
     runs = client.search_runs([registry.experiment_id(app)])
     assert sorted(r.data.tags[TAG + "kind"] for r in runs) == ["override", "rollout"]
+
+
+def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path: Path) -> None:
+    import socket
+
+    from llmrelease.stack import Stack, StackConfig, StackError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(StackConfig(project=tmp_path, mlflow_port=port, prefect_port=port), say=lambda _: None)
+        with pytest.raises(StackError, match=f"port {port} .* in use.*--prefect-port"):
+            stack.start()
+    assert stack.children == []
+
+
+def test_relay_command_needs_the_prefect_api(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from llmrelease.cli import app
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = CliRunner().invoke(app, ["relay"])
+    assert result.exit_code == 2 and "PREFECT_API_URL" in result.output
