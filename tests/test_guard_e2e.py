@@ -60,6 +60,23 @@ def test_constrained_stand_in_gives_well_formed_verdicts(model_dir: Path) -> Non
     assert [v.label for v in single.classify(CONVERSATIONS[:4])] == [v.label for v in verdicts[:4]]
 
 
+def test_shared_prefix_gives_the_same_answers_as_full_prompts(model_dir: Path) -> None:
+    """The shared task-and-categories prefix is computed once per group (prompt checks, response
+    checks); answers match running every full prompt."""
+    from llmrelease.guard.transformers_backend import TransformersGuard, _common_prefix
+
+    codes = [c for c, _ in LLAMA_GUARD_3_CATEGORIES]
+    shared = TransformersGuard(model_dir, batch_size=3, max_new_tokens=8, constrain_codes=codes)
+    full = TransformersGuard(
+        model_dir, batch_size=3, max_new_tokens=8, constrain_codes=codes, share_prefix=False
+    )
+    cats = [(c, n, "") for c, n in LLAMA_GUARD_3_CATEGORIES]
+    texts = [render_guard_input(shared.tokenizer, c, cats) for c in CONVERSATIONS[:4]]
+    prompts = [shared.tokenizer(t, add_special_tokens=False).input_ids for t in texts[:2]]
+    assert len(_common_prefix(prompts)) > 100  # most of a guard prompt is shared
+    assert shared.generate(texts) == full.generate(texts)
+
+
 def test_vllm_backend_same_prompt_and_parser(model_dir: Path) -> None:
     """The vLLM backend reuses the session's engine (same weights and engine args as the demo model)."""
     from llmrelease.project import load_app

@@ -8,6 +8,7 @@ the verdict grammar through ``prefix_allowed_tokens_fn``: a token trie of 'safe'
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class TransformersGuard:
         batch_size: int = 16,
         max_new_tokens: int = 16,
         constrain_codes: list[str] | None = None,
+        share_prefix: bool = True,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -78,6 +80,7 @@ class TransformersGuard:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self._allowed = self._verdict_trie(constrain_codes) if constrain_codes else None
+        self.share_prefix = share_prefix
         self._torch = torch
         self.load_s = time.perf_counter() - t0
 
@@ -98,29 +101,92 @@ class TransformersGuard:
         return allowed
 
     def generate(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[str]:
-        """Greedy answers, one per input text (special tokens already in the text)."""
-        torch = self._torch
-        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        """Greedy answers, one per input text (special tokens already in the text).
+
+        Guard prompts share a long prefix (the task and the category list: most of each prompt).
+        With ``share_prefix`` its keys and values are computed once and every batch continues from
+        a copy, laid out as [prefix][padding][rest] with the padding masked: position ids come from
+        the attention mask, so each row sees exactly the positions it would see unpadded."""
+        ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
         out: list[str] = [""] * len(texts)
+        # Prompt checks and response checks word the task differently early on: each kind is a
+        # group with its own shared prefix.
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(ids):
+            groups.setdefault(tuple(x[:_GROUP_KEY]) if self.share_prefix else (), []).append(i)
+        for members in groups.values():
+            self._generate_group(ids, sorted(members, key=lambda i: len(ids[i])), out, progress)
+        return out
+
+    def _generate_group(
+        self,
+        ids: list[list[int]],
+        order: list[int],
+        out: list[str],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        torch = self._torch
+        prefix = _common_prefix([ids[i] for i in order]) if self.share_prefix and len(order) > 1 else []
+        cache = self._prefix_cache(prefix) if len(prefix) >= _MIN_SHARED_PREFIX else None
+        if cache is None:
+            prefix = []
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(self.device)
-            prompt_len = enc.input_ids.shape[1]
+            input_ids, mask = self._batch([ids[i][len(prefix) :] for i in idx], prefix)
+            prompt_len = input_ids.shape[1]
             kwargs: dict[str, Any] = {
                 "max_new_tokens": self.max_new_tokens,
                 "do_sample": False,
                 "pad_token_id": self.tokenizer.pad_token_id,
             }
+            if cache is not None:
+                batch_cache = copy.deepcopy(cache)
+                batch_cache.batch_repeat_interleave(len(idx))
+                kwargs["past_key_values"] = batch_cache
             if self._allowed is not None:
                 kwargs["prefix_allowed_tokens_fn"] = self._constraint(prompt_len)
             with torch.inference_mode():
-                gen = self.model.generate(**enc, **kwargs)
+                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
             answers = self.tokenizer.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = answer
             if progress is not None:
                 progress(len(idx))
-        return out
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        torch = self._torch
+        with torch.inference_mode():
+            return self.model(
+                input_ids=torch.tensor([prefix], device=self.device), use_cache=True
+            ).past_key_values
+
+    def _batch(self, rests: list[list[int]], prefix: list[int]) -> tuple[Any, Any]:
+        """[prefix][pad...][rest] per row, and its attention mask (prefix and rest 1, padding 0)."""
+        torch = self._torch
+        width = max(len(r) for r in rests)
+        pad = self.tokenizer.pad_token_id
+        rows = [prefix + [pad] * (width - len(r)) + r for r in rests]
+        mask = [[1] * len(prefix) + [0] * (width - len(r)) + [1] * len(r) for r in rests]
+        return (
+            torch.tensor(rows, device=self.device),
+            torch.tensor(mask, device=self.device),
+        )
+
+
+_GROUP_KEY = 64
+"""Texts whose first this-many tokens agree share one prefix computation."""
+_MIN_SHARED_PREFIX = 16
+"""Below this many shared tokens, one more forward pass and cache copies cost more than they save."""
+
+
+def _common_prefix(ids: list[list[int]]) -> list[int]:
+    """The longest token prefix of every sequence, leaving each at least one token of its own (the
+    model must see a fresh token to predict the first answer token)."""
+    first = ids[0]
+    n = min(len(x) for x in ids) - 1
+    for x in ids[1:]:
+        k = 0
+        while k < n and x[k] == first[k]:
+            k += 1
+        n = k
+    return first[: max(n, 0)]
