@@ -2,7 +2,8 @@
 
 Runs the guard's real transformers path (the Llama Guard 3 prompt, left-padded batches sorted by
 length, greedy ``generate``) over the demo app's tickets and red-team prompts, with and without
-their responses, once per batch size, and prints classifications/s and the ratio to batch size 1.
+their responses, once per batch size (with and without computing the shared task-and-categories
+prefix once), and prints classifications/s and the ratio to batch size 1.
 The verdicts of each batched run are compared with the one-at-a-time run (agreement).
 
     python bench/guard_batching.py                                  # the demo's guard checkpoint (CPU)
@@ -106,10 +107,15 @@ def main() -> None:
         model_dir = args.model_dir or demo_guard_dir()
 
     convs = conversations(args.items)
-    results: dict[int, tuple[float, list[str]]] = {}
-    for bs in [1] + [int(b) for b in args.batch_sizes.split(",")]:
+    results: dict[str, tuple[float, list[str]]] = {}
+    modes = [(1, False)] + [(int(b), share) for b in args.batch_sizes.split(",") for share in (False, True)]
+    for bs, share in modes:
         guard = TransformersGuard(
-            model_dir, device=args.device, batch_size=bs, max_new_tokens=args.max_new_tokens
+            model_dir,
+            device=args.device,
+            batch_size=bs,
+            max_new_tokens=args.max_new_tokens,
+            share_prefix=share,
         )
         texts = [render_guard_input(guard.tokenizer, c, CATEGORIES) for c in convs]
         guard.generate(texts[: min(bs, 4)])  # warm-up (kernels, allocator)
@@ -121,14 +127,14 @@ def main() -> None:
         answers = guard.generate(texts)
         if guard.device == "cuda":
             torch.cuda.synchronize()
-        results[bs] = (time.perf_counter() - t0, answers)
+        results[f"{bs:>3}{' + shared prefix' if share else ''}"] = (time.perf_counter() - t0, answers)
         del guard
 
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     codes = [c for c, _, _ in CATEGORIES]
-    base_s, base_answers = results[1]
+    base_s, base_answers = results["  1"]
     base_verdicts = [parse_verdict(a, codes).label for a in base_answers]
     print(
         f"device={device} model={args.random_init or model_dir.name} items={args.items} "
@@ -138,7 +144,7 @@ def main() -> None:
         verdicts = [parse_verdict(a, codes).label for a in answers]
         agree = sum(a == b for a, b in zip(verdicts, base_verdicts, strict=True)) / len(verdicts)
         print(
-            f"batch_size={bs:>3}: {args.items / secs:7.2f} classifications/s "
+            f"batch_size={bs:<20}: {args.items / secs:7.2f} classifications/s "
             f"({secs / args.items * 1000:6.1f} ms/item)"
             f"  ratio vs one-at-a-time {base_s / secs:5.1f}x  verdict agreement {agree:.0%}"
         )
