@@ -468,7 +468,7 @@ def serve(
         stopping = True
     except LLMReleaseError as exc:
         err.print(f"[bold red]error:[/] {exc}")
-        code = 1
+        code = exc.exit_code
     finally:
         # A second Ctrl-C (or the SIGTERM a supervisor sends after it) must not abort the clean-up
         # half way and leave servers running.
