@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llmrelease.errors import InputError
 
-__all__ = ["is_repo", "has_commit", "fetch", "changed_paths", "at_commit", "is_sha", "ZERO_SHA"]
+__all__ = ["is_repo", "has_commit", "fetch", "changed_paths", "at_commit", "is_sha", "subdir", "ZERO_SHA"]
 
 ZERO_SHA = "0" * 40
 
@@ -46,6 +46,13 @@ def fetch(root: Path) -> None:
 
 def head(root: Path) -> str:
     return _git(root, "rev-parse", "HEAD").stdout.strip()
+
+
+def subdir(root: Path) -> str:
+    """Where ``root`` sits inside its repository ("" at the top), as Git paths are written."""
+    top = Path(_git(root, "rev-parse", "--show-toplevel").stdout.strip()).resolve()
+    rel = root.resolve().relative_to(top).as_posix()
+    return "" if rel == "." else rel
 
 
 def changed_paths(root: Path, before: str, after: str) -> list[str] | None:

@@ -164,3 +164,14 @@ def test_relay_command_needs_the_prefect_api(monkeypatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     result = CliRunner().invoke(app, ["relay"])
     assert result.exit_code == 2 and "PREFECT_API_URL" in result.output
+
+
+def test_a_project_in_a_subdirectory_matches_paths_relative_to_it(tmp_path: Path) -> None:
+    """on-push's rule for a monorepo: Git says where the project sits; pushed paths are relative
+    to the repository's top."""
+    root = tmp_path / "mono"
+    (root / "apps" / "registry" / "faq-bot").mkdir(parents=True)
+    (root / "apps" / "registry" / "faq-bot" / "prompt.yaml").write_text("x\n")
+    git(root, "init", "-q")
+    assert gitrepo.subdir(root / "apps") == "apps" and gitrepo.subdir(root) == ""
+    assert apps_touched(["apps/registry/faq-bot/prompt.yaml"], ["faq-bot"], subdir="apps") == ["faq-bot"]

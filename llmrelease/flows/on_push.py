@@ -54,14 +54,15 @@ def on_push_flow(
     changed_paths: list[str] | None = None,
     paths_complete: bool = True,
     project_dir: str = ".",
-    project_subdir: str = "",
+    project_subdir: str | None = None,
     release_deployment: str | None = None,
 ) -> dict[str, Any]:
     """Release every app a push touched, at the pushed commit.
 
-    ``project_dir``: the worker's clone of ``repository``; ``project_subdir``: where the project
-    (registry/, evalsets/) sits inside the repository. ``release_deployment``: run each release as
-    that deployment (``flow/deployment``) instead of in this run."""
+    ``project_dir``: the project (registry/, evalsets/) in the worker's clone of ``repository``,
+    at its top or in a subdirectory; ``project_subdir``: that subdirectory, needed only when the
+    directory is not a Git checkout (Git knows it otherwise). ``release_deployment``: run each
+    release as that deployment (``flow/deployment``) instead of in this run."""
     logger = get_run_logger()
     project = Path(project_dir).resolve()
     if not gitrepo.is_sha(after):
@@ -69,6 +70,8 @@ def on_push_flow(
     paths, source = changed_files(project, before, after, changed_paths, paths_complete)
     with gitrepo.at_commit(project, after) as root:
         apps = list_apps(root)
+    if project_subdir is None:
+        project_subdir = gitrepo.subdir(project) if gitrepo.is_repo(project) else ""
     touched = apps if paths is None else apps_touched(paths, apps, subdir=project_subdir)
     logger.info(
         "push to %s %s (%s..%s): %d changed file(s) from %s; apps to release: %s",
