@@ -21,11 +21,10 @@ from llmrelease.engines.base import Progress
 from llmrelease.errors import InputError, LLMReleaseError
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo
 from llmrelease.project import AppSpec
-from llmrelease.specs import ModelSpec, PromptSpec
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, evaluate
 from llmrelease.tasks.gates import evaluate_gates
-from llmrelease.tasks.release import _table, guard_digest, guard_evaluation
+from llmrelease.tasks.release import _table, guard_digest, guard_evaluation, release_specs
 
 __all__ = [
     "DriftRow",
@@ -216,8 +215,7 @@ def check_champion(
             "it through llmrelease",
         )
     try:
-        model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
-        prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+        model, prompt = release_specs(registry, run_id)
         run = registry.client.get_run(run_id)
     except Exception as exc:  # a deleted run or artifact: report it, the other apps still run
         return _unknown(

@@ -28,6 +28,7 @@ __all__ = [
     "register_candidate",
     "champion_item_scores",
     "guard_evaluation",
+    "release_specs",
     "version_side",
     "shadow_step",
     "shadow_summary",
@@ -164,14 +165,19 @@ def guard_digest(spec: AppSpec) -> str:
     return spec.guard.digest()[:16] if spec.guard else "none"
 
 
+def release_specs(registry: MlflowRegistry, run_id: str) -> tuple[ModelSpec, PromptSpec]:
+    """The model spec and prompt a version was released with, as its release run recorded them
+    (not today's files, which may hold an unreleased edit)."""
+    model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
+    prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+    return model, prompt
+
+
 def version_side(registry: MlflowRegistry, name: str, version: VersionInfo) -> Side | None:
     """A registered version as a shadow side: its model spec and prompt from its release run."""
     if not version.eval_run_id:
         return None
-    run_id = version.eval_run_id
-    model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
-    prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
-    return Side(name, version.version, model, prompt)
+    return Side(name, version.version, *release_specs(registry, version.eval_run_id))
 
 
 def shadow_step(
@@ -266,8 +272,7 @@ def champion_item_scores(
     same_guard = run_tags.get(TAG + "guard.digest", "none") == guard_digest(spec)
     if same and same_guard:
         return registry.load_artifact_dict(run_id, "item_scores.json"), f"reused from run {run_id}"
-    model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
-    prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+    model, prompt = release_specs(registry, run_id)
     again = evaluate(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
