@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "prompt_name",
     "model_name",
     "experiment_name",
+    "utc_now",
 ]
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
@@ -67,7 +69,8 @@ class VersionInfo:
         return self.tags.get(TAG + "candidate_key")
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The timestamp format of every llmrelease tag (``…_at``): UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -257,7 +260,7 @@ class MlflowRegistry:
         self._point(app, CHAMPION, candidate)
         self._point(app, CHALLENGER, None)
         self.set_version_tags(
-            app, candidate.version, {TAG + "promoted_at": _now(), TAG + "promoted_by_run": run_id}
+            app, candidate.version, {TAG + "promoted_at": utc_now(), TAG + "promoted_by_run": run_id}
         )
         after = self.alias(app, CHAMPION)
         if after is None or after.version != candidate.version:
@@ -278,8 +281,8 @@ class MlflowRegistry:
             )
         self._point(app, CHAMPION, previous)
         self._point(app, PREVIOUS, None)
-        self.set_version_tags(app, champion.version, {TAG + "rolled_back_at": _now()})
-        self.set_version_tags(app, previous.version, {TAG + "restored_at": _now()})
+        self.set_version_tags(app, champion.version, {TAG + "rolled_back_at": utc_now()})
+        self.set_version_tags(app, previous.version, {TAG + "restored_at": utc_now()})
         return previous, champion
 
     # --------------------------------------------------------------------------------------- runs
@@ -312,19 +315,7 @@ class MlflowRegistry:
         ``artifacts``: path -> JSON-able value, or text (``str``, e.g. an HTML report).
         ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""
         mlflow = self._mlflow
-        from mlflow.entities import Metric, Param, RunTag
-
-        exp_id = self.experiment_id(app)
-        run = self.client.create_run(exp_id, run_name=run_name, tags={TAG + "app": app, **tags})
-        run_id = run.info.run_id
-        try:
-            now = int(datetime.now(UTC).timestamp() * 1000)
-            self.client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
+        with self._run(app, run_name, tags, params, metrics) as run_id:
             for ds, name, digest in datasets:
                 dataset = mlflow.data.from_huggingface(ds, name=name, digest=digest)
                 with mlflow.start_run(run_id=run_id, nested=False):
@@ -337,11 +328,38 @@ class MlflowRegistry:
                     self.client.log_text(run_id, obj, path)
                 else:
                     self.client.log_dict(run_id, obj, path)
+        return run_id
+
+    @contextlib.contextmanager
+    def _run(
+        self,
+        app: str,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        metrics: dict[str, float] | None = None,
+    ) -> Iterator[str]:
+        """A run in the app's experiment with its params, metrics and tags in one batched call;
+        FINISHED when the block ends, FAILED (and re-raised) when it raises."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.client.create_run(
+            self.experiment_id(app), run_name=run_name, tags={TAG + "app": app, **tags}
+        )
+        run_id = run.info.run_id
+        try:
+            now = int(datetime.now(UTC).timestamp() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            yield run_id
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
-        return run_id
 
     def log_record(
         self,
@@ -353,24 +371,9 @@ class MlflowRegistry:
         record: dict[str, Any],
         path: str,
     ) -> str:
-        """A small run that records a fact (a rollout, an override, a drift check) with its JSON."""
-        from mlflow.entities import Param, RunTag
-
-        run = self.client.create_run(
-            self.experiment_id(app), run_name=run_name, tags={TAG + "app": app, **tags}
-        )
-        run_id = run.info.run_id
-        try:
-            self.client.log_batch(
-                run_id,
-                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
+        """A small run that records a fact (a rollout, an override) with its JSON."""
+        with self._run(app, run_name, tags, params) as run_id:
             self.client.log_dict(run_id, record, path)
-        except BaseException:
-            self.client.set_terminated(run_id, status="FAILED")
-            raise
-        self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
     def model_tags(self, app: str) -> dict[str, str] | None:

@@ -11,10 +11,9 @@ the alias; a person can sign an override with the ``llmrelease.override_by`` and
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 
 __all__ = ["AliasRecord", "classify", "record_alias_change"]
 
@@ -50,15 +49,11 @@ def classify(tags: dict[str, str]) -> tuple[Kind, str]:
     return "override", "it was never evaluated by llmrelease (no release run, no gate verdict)"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def record_alias_change(
     registry: MlflowRegistry, app: str, alias: str, version: str, *, delivery: str | None = None
 ) -> AliasRecord:
     """Check the champion ``app`` now has against its gates and record what it is."""
-    at, version = _now(), str(version)
+    at, version = utc_now(), str(version)
     if alias != CHAMPION:
         return AliasRecord(app, alias, version, "ignored", f"only '{CHAMPION}' moves are checked", at)
     model_tags = registry.model_tags(app)

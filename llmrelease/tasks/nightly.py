@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from llmrelease.engines.base import Progress
 from llmrelease.errors import InputError, LLMReleaseError
-from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 from llmrelease.project import AppSpec
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, evaluate
@@ -316,7 +315,7 @@ def log_drift(registry: MlflowRegistry, spec: AppSpec, report: DriftReport) -> s
         spec.name,
         report.champion_version,
         {
-            TAG + "nightly_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            TAG + "nightly_at": utc_now(),
             TAG + "drift": drift,
             TAG + "nightly_run_id": run_id,
         },
