@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,10 @@ class RelayConfig:
         )
 
 
+_Handler = Callable[[Request, bytes, str, str], Awaitable[JSONResponse]]
+"""A sender's own checks and forwarding: (request, raw body, delivery id, secret) -> response."""
+
+
 class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -142,56 +146,58 @@ def create_app(config: RelayConfig, *, transport: httpx.AsyncBaseTransport | Non
             return _answer(502, source, delivery, f"Prefect API did not take the event: {type(exc).__name__}")
         return _answer(202, source, delivery, "forwarded", event=event["event"], event_id=event["id"])
 
-    async def github(request: Request) -> JSONResponse:
-        delivery = request.headers.get("x-github-delivery", "")
-        try:
-            if config.github_secret is None:
-                raise _Reject(503, f"GitHub hook not configured: set {GITHUB_SECRET_ENV}")
-            body = await _body(request, config.max_body)
-            reason = verify_github(config.github_secret, body, request.headers.get("x-hub-signature-256"))
-            if reason:
-                raise _Reject(401, reason)
-            payload = _json(body, request.headers.get("content-type", "application/json"))
-            kind = request.headers.get("x-github-event")
-            if not kind or not delivery:
-                raise _Reject(400, "missing X-GitHub-Event or X-GitHub-Delivery")
-            if kind == "ping":
-                return _answer(200, "github", delivery, "pong")
-            if kind != "push":
-                return _answer(202, "github", delivery, f"ignored: '{kind}' events start nothing")
-            event = github_push_event(payload, delivery)
-            if event is None:
-                return _answer(202, "github", delivery, "ignored: branch deletion or tag push")
-            return await forward("github", delivery, event)
-        except PayloadError as exc:
-            return _answer(400, "github", delivery, str(exc))
-        except _Reject as exc:
-            return _answer(exc.status, "github", delivery, exc.reason)
+    def hook(
+        source: str, delivery_header: str, secret: str | None, secret_env: str, handle: _Handler
+    ) -> Callable[[Request], Awaitable[JSONResponse]]:
+        """An endpoint: the checks every sender shares (secret configured, body size), then the
+        sender's own ``handle``; a rejection it raises becomes its status code."""
 
-    async def mlflow(request: Request) -> JSONResponse:
-        delivery = request.headers.get("x-mlflow-delivery-id", "")
-        try:
-            if config.mlflow_secret is None:
-                raise _Reject(503, f"MLflow hook not configured: set {MLFLOW_SECRET_ENV}")
-            body = await _body(request, config.max_body)
-            reason = verify_mlflow(
-                config.mlflow_secret,
-                body,
-                signature=request.headers.get("x-mlflow-signature"),
-                delivery_id=delivery or None,
-                timestamp=request.headers.get("x-mlflow-timestamp"),
-                now=time.time(),
-            )
-            if reason:
-                raise _Reject(401, reason)
-            event = mlflow_event(_json(body, "application/json"), delivery)
-            if event is None:
-                return _answer(202, "mlflow", delivery, "ignored: not an alias event")
-            return await forward("mlflow", delivery, event)
-        except PayloadError as exc:
-            return _answer(400, "mlflow", delivery, str(exc))
-        except _Reject as exc:
-            return _answer(exc.status, "mlflow", delivery, exc.reason)
+        async def endpoint(request: Request) -> JSONResponse:
+            delivery = request.headers.get(delivery_header, "")
+            try:
+                if secret is None:
+                    raise _Reject(503, f"{source} hook not configured: set {secret_env}")
+                body = await _body(request, config.max_body)
+                return await handle(request, body, delivery, secret)
+            except PayloadError as exc:
+                return _answer(400, source.lower(), delivery, str(exc))
+            except _Reject as exc:
+                return _answer(exc.status, source.lower(), delivery, exc.reason)
+
+        return endpoint
+
+    async def github(request: Request, body: bytes, delivery: str, secret: str) -> JSONResponse:
+        reason = verify_github(secret, body, request.headers.get("x-hub-signature-256"))
+        if reason:
+            raise _Reject(401, reason)
+        payload = _json(body, request.headers.get("content-type", "application/json"))
+        kind = request.headers.get("x-github-event")
+        if not kind or not delivery:
+            raise _Reject(400, "missing X-GitHub-Event or X-GitHub-Delivery")
+        if kind == "ping":
+            return _answer(200, "github", delivery, "pong")
+        if kind != "push":
+            return _answer(202, "github", delivery, f"ignored: '{kind}' events start nothing")
+        event = github_push_event(payload, delivery)
+        if event is None:
+            return _answer(202, "github", delivery, "ignored: branch deletion or tag push")
+        return await forward("github", delivery, event)
+
+    async def mlflow(request: Request, body: bytes, delivery: str, secret: str) -> JSONResponse:
+        reason = verify_mlflow(
+            secret,
+            body,
+            signature=request.headers.get("x-mlflow-signature"),
+            delivery_id=delivery or None,
+            timestamp=request.headers.get("x-mlflow-timestamp"),
+            now=time.time(),
+        )
+        if reason:
+            raise _Reject(401, reason)
+        event = mlflow_event(_json(body, "application/json"), delivery)
+        if event is None:
+            return _answer(202, "mlflow", delivery, "ignored: not an alias event")
+        return await forward("mlflow", delivery, event)
 
     async def healthz(request: Request) -> JSONResponse:
         try:
@@ -213,8 +219,16 @@ def create_app(config: RelayConfig, *, transport: httpx.AsyncBaseTransport | Non
 
     return Starlette(
         routes=[
-            Route("/hooks/github", github, methods=["POST"]),
-            Route("/hooks/mlflow", mlflow, methods=["POST"]),
+            Route(
+                "/hooks/github",
+                hook("GitHub", "x-github-delivery", config.github_secret, GITHUB_SECRET_ENV, github),
+                methods=["POST"],
+            ),
+            Route(
+                "/hooks/mlflow",
+                hook("MLflow", "x-mlflow-delivery-id", config.mlflow_secret, MLFLOW_SECRET_ENV, mlflow),
+                methods=["POST"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
