@@ -358,33 +358,12 @@ def nightly(
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         raise typer.Exit(code)
-    from rich.table import Table
+    from llmrelease.report import nightly_table
 
-    table = Table(title="nightly drift check", header_style="bold")
-    for col in ("app", "champion", "status", "drifted metrics / failing gates / error"):
-        table.add_column(col)
-    style = {"ok": "green", "drift": "bold red", "error": "bold red", "unknown": "yellow"}
-    for name, rep in result["apps"].items():
-        detail = ", ".join(
-            [
-                *(
-                    f"{r['metric']} {r['delta']:+.3f}"
-                    for r in rep.get("rows", [])
-                    if r.get("drifted") and r.get("delta") is not None
-                ),
-                *(f"gate {g['name']}" for g in rep.get("failed_gates", [])),
-            ]
-        )
-        detail = detail or rep.get("error") or "; ".join(rep.get("notes", [])[:1]) or "-"
-        status_text = f"[{style.get(rep['status'], '')}]{rep['status']}[/]"
-        table.add_row(name, _v(rep.get("champion_version")), status_text, detail)
+    table = nightly_table(result)
     report_console().print(table)
     report_console().print(f"recorded in {result.get('tracking_uri', store.tracking_uri)}")
     raise typer.Exit(code)
-
-
-def _v(version: object) -> str:
-    return f"v{version}" if version else "-"
 
 
 PortOpt = Annotated[int, typer.Option(min=1, max=65535)]

@@ -226,6 +226,31 @@ def status_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def nightly_table(result: dict[str, Any]) -> Table:
+    """One row per app: its champion, the drift verdict, and why (drifted metrics, failing gates,
+    or the error that kept it from being checked)."""
+    table = Table(title="nightly drift check", header_style="bold")
+    for col in ("app", "champion", "status", "drifted metrics / failing gates / error"):
+        table.add_column(col)
+    style = {"ok": "green", "drift": "bold red", "error": "bold red", "unknown": "yellow"}
+    for name, rep in result["apps"].items():
+        detail = ", ".join(
+            [
+                *(
+                    f"{r['metric']} {r['delta']:+.3f}"
+                    for r in rep.get("rows", [])
+                    if r.get("drifted") and r.get("delta") is not None
+                ),
+                *(f"gate {g['name']}" for g in rep.get("failed_gates", [])),
+            ]
+        )
+        detail = detail or rep.get("error") or "; ".join(rep.get("notes", [])[:1]) or "-"
+        status_text = f"[{style.get(rep['status'], '')}]{rep['status']}[/]"
+        champion = rep.get("champion_version")
+        table.add_row(name, _v(champion) if champion else "-", status_text, detail)
+    return table
+
+
 def console() -> Console:
     """A console at least 120 columns wide when not on a terminal, so logs keep tables readable."""
     c = Console()
