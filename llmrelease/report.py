@@ -245,9 +245,9 @@ def nightly_table(result: dict[str, Any]) -> Table:
             ]
         )
         detail = detail or rep.get("error") or "; ".join(rep.get("notes", [])[:1]) or "-"
-        status_text = f"[{style.get(rep['status'], '')}]{rep['status']}[/]"
         champion = rep.get("champion_version")
-        table.add_row(name, _v(champion) if champion else "-", status_text, detail)
+        status = Text(rep["status"], style=style.get(rep["status"], ""))
+        table.add_row(name, _v(champion) if champion else "-", status, detail)
     return table
 
 

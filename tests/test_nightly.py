@@ -255,3 +255,28 @@ def test_nightly_finds_no_drift_then_drift_after_the_labels_change(
     tags = registry.alias(APP, "champion").tags
     assert tags[TAG + "drift"] == "true" and tags[TAG + "nightly_run_id"] == report["nightly_run_id"]
     assert registry.alias(APP, "champion").version == champion  # nothing moved
+
+
+def test_nightly_table_shows_every_status() -> None:
+    """An app without a champion (status no_champion) once broke the table: '[]no_champion[/]' is
+    not valid rich markup."""
+    from llmrelease.report import console, nightly_table
+
+    result = {
+        "apps": {
+            "new-app": {"status": "no_champion"},
+            "broken": {"status": "error", "error": "file not found"},
+            APP: {
+                "status": "drift",
+                "champion_version": "3",
+                "rows": [{"metric": "tickets.category_accuracy", "delta": -0.111, "drifted": True}],
+                "failed_gates": [{"name": "floor"}],
+            },
+        }
+    }
+    c = console()
+    with c.capture() as out:
+        c.print(nightly_table(result))
+    text = out.get()
+    assert "no_champion" in text and "file not found" in text
+    assert "v3" in text and "tickets.category_accuracy -0.111, gate floor" in text
