@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from llmrelease.errors import InputError, LLMReleaseError
+from llmrelease.relay.app import GITHUB_SECRET_ENV, MLFLOW_SECRET_ENV
 
 __all__ = ["Stack", "StackConfig", "StackError", "POOLS"]
 
@@ -121,7 +122,7 @@ class Stack:
         (c.home / "logs").mkdir(parents=True, exist_ok=True)
         # Secrets, logs and the Prefect database live here: never let `git add -A` pick them up.
         (c.home / ".gitignore").write_text("*\n")
-        github_secret = os.environ.get("LLMRELEASE_GITHUB_WEBHOOK_SECRET") or _secret_file(
+        github_secret = os.environ.get(GITHUB_SECRET_ENV) or _secret_file(
             c.home / "github-webhook-secret", lambda: secrets.token_hex(32)
         )
         mlflow_secret = _secret_file(c.home / "mlflow-webhook-secret", lambda: secrets.token_hex(32))
@@ -136,7 +137,8 @@ class Stack:
             "MLFLOW_TRACKING_URI": mlflow_uri,
             "LLMRELEASE_PROJECT_DIR": str(c.project),
         }
-        env.pop("LLMRELEASE_GITHUB_WEBHOOK_SECRET", None)  # only the relay gets the secrets
+        for name in (GITHUB_SECRET_ENV, MLFLOW_SECRET_ENV):
+            env.pop(name, None)  # only the relay gets the secrets
         self.urls = {"Prefect UI": prefect_api.removesuffix("/api"), "Prefect API": prefect_api}
         if c.prefect_api_url is None:
             self._spawn(
@@ -156,8 +158,8 @@ class Stack:
             self._spawn(f"worker-{pool}", [str(_BIN / "prefect"), "worker", "start", "--pool", pool], env)
         relay_env = {
             **env,
-            "LLMRELEASE_GITHUB_WEBHOOK_SECRET": github_secret,
-            "LLMRELEASE_MLFLOW_WEBHOOK_SECRET": mlflow_secret,
+            GITHUB_SECRET_ENV: github_secret,
+            MLFLOW_SECRET_ENV: mlflow_secret,
             "LLMRELEASE_RELAY_HOME": str(c.home / "relay"),
         }
         self._spawn(
