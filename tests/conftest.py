@@ -53,11 +53,16 @@ def copy_project(dest: Path, *, guard: bool = True, shadow: bool = True) -> Path
         drop_guard(dest)
     if not shadow:
         drop_shadow(dest)
-    git = ["git", "-C", str(dest), "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "specs"], check=True)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "specs")
     return dest
+
+
+def git(root: Path, *args: str) -> str:
+    """Run git in ``root`` with a throwaway identity; its stdout, stripped."""
+    cmd = ["git", "-C", str(root), "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ a commit, and what a champion move is (rollout or override) on a real MLflow SQL
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from llmrelease.flows.on_push import changed_files
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
 from llmrelease.tasks.alias_change import classify, record_alias_change
 from llmrelease.tasks.push import apps_touched
+from tests.conftest import git
 
 APPS = ["faq-bot", "support-triage"]
 
@@ -32,11 +32,6 @@ APPS = ["faq-bot", "support-triage"]
 )
 def test_apps_touched(paths: list[str], subdir: str, expected: list[str]) -> None:
     assert apps_touched(paths, APPS, subdir=subdir) == expected
-
-
-def git(root: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from llmrelease.mlflow_registry import MlflowRegistry
-from tests.conftest import REPO, copy_project
+from tests.conftest import REPO, copy_project, git
 from tests.github_payloads import push_payload, signed
 
 pytestmark = pytest.mark.e2e
@@ -41,11 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def git(project: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(project), "-c", "user.name=Ada", "-c", "user.email=ada@example.invalid", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 class Stack:
