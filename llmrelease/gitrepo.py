@@ -48,11 +48,18 @@ def head(root: Path) -> str:
     return _git(root, "rev-parse", "HEAD").stdout.strip()
 
 
-def subdir(root: Path) -> str:
-    """Where ``root`` sits inside its repository ("" at the top), as Git paths are written."""
-    top = Path(_git(root, "rev-parse", "--show-toplevel").stdout.strip()).resolve()
+def _toplevel(root: Path) -> Path:
+    return Path(_git(root, "rev-parse", "--show-toplevel").stdout.strip()).resolve()
+
+
+def _relative(root: Path, top: Path) -> str:
     rel = root.resolve().relative_to(top).as_posix()
     return "" if rel == "." else rel
+
+
+def subdir(root: Path) -> str:
+    """Where ``root`` sits inside its repository ("" at the top), as Git paths are written."""
+    return _relative(root, _toplevel(root))
 
 
 def changed_paths(root: Path, before: str, after: str) -> list[str] | None:
@@ -85,13 +92,12 @@ def at_commit(root: Path, commit: str | None) -> Iterator[Path]:
             fix="push it to the remote the checkout fetches from, or point the worker's "
             "LLMRELEASE_PROJECT_DIR at a clone that has it",
         )
-    top = Path(_git(root, "rev-parse", "--show-toplevel").stdout.strip())
-    sub = root.resolve().relative_to(top.resolve())
+    top = _toplevel(root)
     tmp = Path(tempfile.mkdtemp(prefix=f"llmrelease-{commit[:12]}-"))
     tree = tmp / "tree"
     _git(top, "worktree", "add", "--detach", "--quiet", str(tree), commit)
     try:
-        yield tree / sub
+        yield tree / _relative(root, top)
     finally:
         _git(top, "worktree", "remove", "--force", str(tree), check=False)
         shutil.rmtree(tmp, ignore_errors=True)
