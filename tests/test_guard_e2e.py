@@ -74,7 +74,11 @@ def test_shared_prefix_gives_the_same_answers_as_full_prompts(model_dir: Path) -
     texts = [render_guard_input(shared.tokenizer, c, cats) for c in CONVERSATIONS[:4]]
     prompts = [shared.tokenizer(t, add_special_tokens=False).input_ids for t in texts[:2]]
     assert len(_common_prefix(prompts)) > 100  # most of a guard prompt is shared
+    computed: list[int] = []
+    prefix_cache = shared._prefix_cache
+    shared._prefix_cache = lambda prefix: computed.append(len(prefix)) or prefix_cache(prefix)
     assert shared.generate(texts) == full.generate(texts)
+    assert len(computed) == 2 and min(computed) > 100  # once per group: prompt checks, response checks
 
 
 def test_vllm_backend_same_prompt_and_parser(model_dir: Path) -> None:

@@ -53,3 +53,37 @@ def test_release_flow_with_the_zero_cost_engine(tmp_path: Path, monkeypatch) -> 
         "category-accuracy-floor"
     }
     assert out["run_id"] and (project / ".llmrelease" / "mlflow.db").exists()
+
+
+@pytest.mark.e2e
+def test_release_at_an_older_commit_reads_that_commit_and_leaves_the_checkout(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """release_flow(git_commit=...) evaluates the specs as of that commit (from a temporary
+    worktree), records that commit, and leaves the checkout and its edits alone."""
+    from llmrelease.flows.release import release_flow
+    from llmrelease.mlflow_registry import MlflowRegistry
+    from tests.conftest import git
+
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    old = git(project, "rev-parse", "HEAD")
+    prompt = project / "registry" / "support-triage" / "prompt.yaml"
+    prompt.write_text(prompt.read_text().replace("{{ ticket }}", "Newer: {{ ticket }}"))
+    git(project, "commit", "-qam", "newer prompt")
+    edited = prompt.read_text()
+
+    at_old = release_flow(app="support-triage", project_dir=str(project), git_commit=old)
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    [version] = registry.versions("support-triage")
+    assert version.tags["llmrelease.git_commit"] == old
+    old_template = registry.load_prompt_template("support-triage", version.prompt_version)
+    assert "Newer:" not in json.dumps(old_template)
+    assert git(project, "rev-parse", "HEAD") != old and prompt.read_text() == edited
+    assert "worktree" not in git(project, "worktree", "list").split("\n", 1)[-1]
+
+    at_head = release_flow(app="support-triage", project_dir=str(project))
+    assert at_head["candidate_version"] != at_old["candidate_version"]
+    challenger = registry.alias("support-triage", "challenger")
+    assert "Newer:" in json.dumps(registry.load_prompt_template("support-triage", challenger.prompt_version))

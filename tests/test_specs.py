@@ -146,3 +146,22 @@ def test_pricing_separates_cached_prompt_tokens() -> None:
     # 1000 prompt tokens of which 400 cached, 100 output tokens.
     assert p.cost(1000, 100, 400) == pytest.approx((600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6)
     assert Pricing(input_per_mtok=1.0, output_per_mtok=2.0).cost(1000, 0, 400) == pytest.approx(1000 / 1e6)
+
+
+def test_rendered_conversations_share_the_fixed_messages() -> None:
+    """System prompt and few-shot turns are built once and shared by every rendered row (memory:
+    ~3 KB a row for the demo prompt); only messages with placeholders are new per row."""
+    from llmrelease.specs import PromptSpec
+
+    prompt = PromptSpec(
+        version="p",
+        messages=[
+            {"role": "system", "content": "Triage tickets."},
+            {"role": "user", "content": "Example ticket"},
+            {"role": "assistant", "content": "{}"},
+            {"role": "user", "content": "{{ ticket }}"},
+        ],
+    )
+    a, b = prompt.render({"ticket": "one"}), prompt.render({"ticket": "two"})
+    assert all(x is y for x, y in zip(a[:3], b[:3], strict=True))
+    assert (a[3]["content"], b[3]["content"]) == ("one", "two")
