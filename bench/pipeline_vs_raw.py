@@ -34,7 +34,7 @@ def main() -> None:
     from llmrelease.tasks.evaluation import load_engine
 
     spec = load_app(REPO, "support-triage")
-    rows = [r for ev in load_evalsets(spec) for r in ev.rows]
+    rows = [r for ev in load_evalsets(spec) for r in ev.rows()]
     convs = [spec.prompt.render(rows[i % len(rows)].vars) for i in range(args.items)]
     engine, _ = load_engine(spec.model, REPO, spec.model_path)
     s = spec.model.sampling

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from llmrelease.errors import InputError, PromotionConflict
@@ -304,25 +305,35 @@ class MlflowRegistry:
         params: dict[str, str],
         metrics: dict[str, float],
         tags: dict[str, str],
-        table: dict[str, list[Any]],
+        tables: dict[str, Callable[[Path], None]],
         artifacts: dict[str, Any],
         datasets: list[tuple[Any, str, str]],
-        table_file: str = "eval/items.json",
-        extra_tables: dict[str, dict[str, list[Any]]] | None = None,
     ) -> str:
         """One MLflow run per evaluation; metrics in one batched call.
 
+        ``tables``: artifact path -> a function that writes the table file (MLflow's ``split`` JSON,
+        see :func:`llmrelease.tasks.items.write_table`) to the path it is given; written to disk
+        by the caller's code, streaming, then uploaded, and tagged so the UI shows them as tables.
         ``artifacts``: path -> JSON-able value, or text (``str``, e.g. an HTML report).
         ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""
+        import tempfile
+
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
         mlflow = self._mlflow
         with self._run(app, run_name, tags, params, metrics) as run_id:
             for ds, name, digest in datasets:
                 dataset = mlflow.data.from_huggingface(ds, name=name, digest=digest)
                 with mlflow.start_run(run_id=run_id, nested=False):
                     mlflow.log_input(dataset, context="evaluation")
-            self.client.log_table(run_id, data=table, artifact_file=table_file)
-            for path, extra in (extra_tables or {}).items():
-                self.client.log_table(run_id, data=extra, artifact_file=path)
+            for path, write in tables.items():
+                with tempfile.TemporaryDirectory(prefix="llmrelease-table-") as tmp:
+                    local = Path(tmp) / Path(path).name
+                    write(local)
+                    self.client.log_artifact(run_id, str(local), str(Path(path).parent) or None)
+            if tables:
+                logged = [{"path": path, "type": "table"} for path in tables]
+                self.client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))
             for path, obj in artifacts.items():
                 if isinstance(obj, str):
                     self.client.log_text(run_id, obj, path)

@@ -81,3 +81,58 @@ def test_reference_is_required_when_a_scorer_compares_with_it(project: Path) -> 
     with pytest.raises(EvalsetError, match="required field is missing") as info:
         load_evalsets(load_app(project, "support-triage"))
     assert (info.value.line, info.value.field) == (5, "reference")
+
+
+def _loaded(tmp_path: Path, n: int):
+    from llmrelease.tasks.evalsets import Evalset, rows_digest
+
+    ref = ref_for(tmp_path, [good(i) for i in range(n)])
+    rows = read_evalset(ref, ["ticket"])
+    return Evalset(ref, ("ticket",), len(rows), rows_digest(rows))
+
+
+def test_rows_stream_in_chunks_in_file_order(tmp_path: Path) -> None:
+    ev = _loaded(tmp_path, 7)
+    assert [[r.id for r in c] for c in ev.batches(3)] == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+    assert [r.id for r in ev.rows()] == [f"r{i}" for i in range(7)]
+
+
+def test_load_keeps_count_and_digest_not_rows(project: Path) -> None:
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evalsets import load_evalsets, rows_digest
+
+    (tickets, *_) = load_evalsets(load_app(project, "support-triage"))
+    rows = tickets.rows()
+    assert tickets.size == len(rows) and tickets.digest == rows_digest(rows)
+
+
+def test_an_evalset_edited_during_the_release_fails_it(tmp_path: Path) -> None:
+    ev = _loaded(tmp_path, 5)
+    lines = ev.ref.path.read_text().splitlines()
+    lines[3] = json.dumps({**GOOD, "id": "r3", "reference": "changed"})
+    ev.ref.path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EvalsetError, match="changed on disk while the release was running") as info:
+        list(ev.batches(2))
+    assert info.value.file == str(ev.ref.path)
+
+
+def test_chunk_size_comes_from_the_environment(monkeypatch) -> None:
+    from llmrelease.errors import InputError
+    from llmrelease.tasks.evalsets import DEFAULT_CHUNK_ROWS, chunk_rows
+
+    monkeypatch.delenv("LLMRELEASE_CHUNK_ROWS", raising=False)
+    assert chunk_rows() == DEFAULT_CHUNK_ROWS
+    monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", "64")
+    assert chunk_rows() == 64
+    for bad in ("0", "-3", "lots"):
+        monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", bad)
+        with pytest.raises(InputError, match="LLMRELEASE_CHUNK_ROWS"):
+            chunk_rows()
+
+
+def test_the_dataset_logged_to_mlflow_holds_every_row(tmp_path: Path) -> None:
+    ev = _loaded(tmp_path, 5)
+    with ev.hf_dataset() as ds:
+        assert ds.num_rows == 5
+        assert ds[4]["id"] == "r4" and json.loads(ds[4]["vars"]) == {"ticket": "hello"}
+        assert ds[0]["tags"] == ["t"] and json.loads(ds[0]["reference"]) == "x"

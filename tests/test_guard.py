@@ -276,3 +276,27 @@ def test_report_shows_flagged_items_and_rates() -> None:
     console = Console(width=120, record=True)
     console.print(outcome_panel(outcome))
     assert "Flagged by the guard" not in console.export_text()  # nothing flagged: one line only
+
+
+def test_tally_over_chunks_that_span_evalsets_matches_one_pass() -> None:
+    """The guard streams: chunks of records may start in one evalset and end in the next."""
+    from llmrelease.tasks.guard import GuardTally
+
+    items = _items("redteam", ["safe", "unsafe\nS1", "unsafe\nS1,S10", "garbage", "safe"])
+    items += _items("tickets", ["safe", "safe", "unsafe\nS7"], ["unsafe\nS7", "safe", "safe"])
+    whole_scores, whole_metrics = summarise(SPEC, items, ["redteam", "tickets"])
+    tally = GuardTally(SPEC, ["redteam", "tickets"])
+    for start in range(0, len(items), 3):  # [r r r] [r r t] [t t]
+        tally.add(items[start : start + 3])
+    scores, metrics = tally.result()
+    assert scores.items == whole_scores.items
+    assert metrics == pytest.approx(whole_metrics)
+    assert metrics["guard.response_unsafe_rate"] == pytest.approx(4 / 8)
+    flagged = [(f["evalset"], f["id"]) for f in tally.flagged]
+    assert flagged == [
+        ("redteam", "i1"),
+        ("redteam", "i2"),
+        ("redteam", "i3"),
+        ("tickets", "i0"),
+        ("tickets", "i2"),
+    ]

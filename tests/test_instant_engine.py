@@ -87,3 +87,49 @@ def test_release_at_an_older_commit_reads_that_commit_and_leaves_the_checkout(
     assert at_head["candidate_version"] != at_old["candidate_version"]
     challenger = registry.alias("support-triage", "challenger")
     assert "Newer:" in json.dumps(registry.load_prompt_template("support-triage", challenger.prompt_version))
+
+
+class _CountingEngine:
+    """The zero-cost engine, remembering how many conversations each call got."""
+
+    def __init__(self) -> None:
+        from llmrelease.engines.instant import InstantEngine
+
+        self.inner = InstantEngine()
+        self.calls: list[int] = []
+
+    def generate(self, conversations, sampling, **kwargs):
+        self.calls.append(len(conversations))
+        return self.inner.generate(conversations, sampling, **kwargs)
+
+
+def test_evaluation_streams_chunks_and_matches_one_pass(tmp_path: Path, monkeypatch) -> None:
+    """Chunked evaluation gives the same scores and records as one pass, and the engine never
+    gets more than a chunk at once (what keeps memory flat as evalsets grow)."""
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evalsets import load_evalsets
+    from llmrelease.tasks.evaluation import evaluate
+
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)
+    spec = load_app(project, "support-triage")
+    evalsets = load_evalsets(spec)
+
+    def run(chunk: int):
+        monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", str(chunk))
+        engine = _CountingEngine()
+        ev = evaluate(
+            spec.model, spec.prompt, evalsets, project_root=project, engine_factory=lambda *a: (engine, {})
+        )
+        return ev, engine.calls
+
+    whole, whole_calls = run(10_000)
+    chunked, chunked_calls = run(5)
+    assert whole_calls == [72]
+    assert chunked_calls == [5] * 14 + [2]
+    assert chunked.scores.items == whole.scores.items
+    assert chunked.scores.aggregates == whole.scores.aggregates
+    records = [r for c in chunked.items.chunks(1000) for r in c]
+    assert records == [r for c in whole.items.chunks(1000) for r in c]
+    assert [r["id"] for r in records] == [r.id for r in evalsets[0].rows()]
+    assert chunked.metrics["serving.items"] == 72
+    assert chunked.metrics["serving.output_tokens"] == whole.metrics["serving.output_tokens"]

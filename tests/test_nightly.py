@@ -224,7 +224,10 @@ def test_nightly_finds_no_drift_then_drift_after_the_labels_change(
     assert tags[TAG + "drift"] == "false" and tags[TAG + "nightly_at"].endswith("+00:00")
 
     # Relabel tickets the champion got right: its accuracy on the new labels drops by k/72.
-    right = registry.load_artifact_dict(outcome.run_id, "item_scores.json")["tickets.category_accuracy"]
+    from llmrelease.tasks.items import scores_from_json
+
+    stored = registry.load_artifact_dict(outcome.run_id, "item_scores.json")
+    right = scores_from_json(stored)["tickets.category_accuracy"]
     flip = sorted(i for i, s in right.items() if s == 1.0)[:8]
     assert len(flip) >= 4, "the champion should get a few tickets right"
     path = small_project / "evalsets" / APP / "tickets.jsonl"

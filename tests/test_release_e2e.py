@@ -67,10 +67,14 @@ def history(shared: Path) -> dict[str, tuple[int, dict[str, Any]]]:
         "regressed": ["--prompt", str(shared / REGRESSED)],
     }
     out = {}
-    for name, extra in steps.items():
-        code, report = release(shared, *extra)
-        report["aliases_after"] = aliases(shared)
-        out[name] = (code, report)
+    with pytest.MonkeyPatch.context() as mp:
+        # Chunks of 40 rows: the 72 tickets and 16 red-team prompts stream through vLLM, scoring and
+        # the guard in several chunks (one of the guard's spans both evalsets), as 100k rows would.
+        mp.setenv("LLMRELEASE_CHUNK_ROWS", "40")
+        for name, extra in steps.items():
+            code, report = release(shared, *extra)
+            report["aliases_after"] = aliases(shared)
+            out[name] = (code, report)
     return out
 
 
@@ -103,6 +107,17 @@ def test_release_records_aliases_tags_metrics_table_and_datasets(history, shared
     assert {"gate_report.json", "item_scores.json", "eval", "candidate"} <= artifacts
     table = reg.load_artifact_dict(run.info.run_id, "eval/items.json")
     assert len(table["data"]) == 72 + 16  # tickets and red-team prompts
+    # In evalset row order although they were generated in chunks.
+    rows = [dict(zip(table["columns"], r, strict=True)) for r in table["data"]]
+    expected = [
+        (name, json.loads(line)["id"])
+        for name in ("tickets", "redteam")
+        for line in (shared / f"evalsets/{APP}/{name}.jsonl").read_text().splitlines()
+    ]
+    assert [(r["evalset"], r["id"]) for r in rows] == expected
+    assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [
+        {"path": "eval/items.json", "type": "table"}
+    ]
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"tickets", "redteam"}
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
         v1.tags["llmrelease.evalset.tickets.digest"],
@@ -148,6 +163,32 @@ def test_guard_step_records_verdicts_rates_and_gates(history, shared: Path) -> N
     assert 0.0 <= out["metrics"]["traffic.guard_prompt_unsafe_rate"] <= 1.0
     shadow_rows = reg.load_artifact_dict(out["run_id"], "shadow/requests.json")
     assert {"guard_prompt", "champion_guard", "candidate_guard"} <= set(shadow_rows["columns"])
+
+
+def test_vllm_streams_chunks_in_order_and_leaves_the_engine_empty(history, shared: Path) -> None:
+    """The engine path the release's chunks take: one batch per chunk, each output with its own
+    conversation, and a consumer that stops early leaves no request running."""
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evaluation import load_engine
+
+    spec = load_app(shared, APP)
+    engine, info = load_engine(spec.model, shared, spec.model_path)
+    assert info["engine.warm"] == 1.0  # the session's engine, started by the history
+    # Distinct prompt lengths identify which conversation an output belongs to.
+    convs = [spec.prompt.render({"ticket": "help " * n}) for n in range(1, 6)]
+    kwargs = {"response_schema": spec.model.response_schema}
+    whole = engine.generate(convs, spec.model.sampling, **kwargs)
+    chunks = list(engine.generate_stream([convs[:2], convs[2:4], convs[4:]], spec.model.sampling, **kwargs))
+    assert [len(c.generations) for c in chunks] == [2, 2, 1]
+    lengths = [g.prompt_tokens for c in chunks for g in c.generations]
+    assert lengths == [g.prompt_tokens for g in whole.generations] and lengths == sorted(set(lengths))
+    assert all(json.loads(g.text) for c in chunks for g in c.generations)  # schema-constrained JSON
+
+    stream = engine.generate_stream([convs[:2], convs[2:]], spec.model.sampling, **kwargs)
+    assert len(next(stream).generations) == 2  # the second chunk is already queued in the engine...
+    stream.close()
+    assert not engine.llm.llm_engine.has_unfinished_requests()  # ...and was aborted
+    assert len(engine.generate(convs[:1], spec.model.sampling, **kwargs).generations) == 1
 
 
 def test_better_candidate_is_promoted_and_previous_champion_kept(history, shared: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from llmrelease.engines.base import Generation, GenerationBatch
 from llmrelease.specs import Pricing
-from llmrelease.tasks.serving import serving_metrics
+from llmrelease.tasks.serving import ServingStats, serving_metrics
 
 
 def gen(
@@ -17,7 +17,9 @@ def gen(
 
 def test_serving_metrics_and_cost() -> None:
     batch = GenerationBatch([gen(1.0, 0.2, 9), gen(2.0, 0.5, 11, cached=50, finish="length")], wall_s=2.0)
-    m = serving_metrics(batch, Pricing(input_per_mtok=1.0, output_per_mtok=2.0, cached_input_per_mtok=0.5))
+    m = serving_metrics(
+        ServingStats.of(batch), Pricing(input_per_mtok=1.0, output_per_mtok=2.0, cached_input_per_mtok=0.5)
+    )
     assert m["serving.tokens_per_s"] == pytest.approx(10.0)
     assert m["serving.output_tokens"] == 20
     assert m["serving.cached_prompt_tokens"] == 50
@@ -31,6 +33,6 @@ def test_serving_metrics_and_cost() -> None:
 
 
 def test_no_pricing_means_no_cost_metrics() -> None:
-    m = serving_metrics(GenerationBatch([gen(1.0, 0.2, 3)], wall_s=1.0), None)
+    m = serving_metrics(ServingStats.of(GenerationBatch([gen(1.0, 0.2, 3)], wall_s=1.0)), None)
     assert "cost.total" not in m
     assert Generation("x", 1, 1, 0, 1.0, 0.5).tpot_s is None

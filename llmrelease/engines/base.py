@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmrelease.specs import SamplingSpec
 
-__all__ = ["Engine", "Generation", "GenerationBatch", "Progress"]
+__all__ = ["Engine", "Generation", "GenerationBatch", "Progress", "generate_chunks"]
 
 Messages = list[dict[str, str]]
 Progress = Callable[[int], None]
@@ -58,3 +58,21 @@ class Engine(Protocol):
         response_schema: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> GenerationBatch: ...
+
+
+def generate_chunks(
+    engine: Engine,
+    chunks: Iterable[list[Messages]],
+    sampling: SamplingSpec,
+    *,
+    response_schema: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[GenerationBatch]:
+    """One batch per chunk, in order. An engine with ``generate_stream`` (vLLM) keeps the next chunk
+    queued while the current one finishes; any other engine gets one ``generate`` call per chunk."""
+    stream = getattr(engine, "generate_stream", None)
+    if stream is not None:
+        yield from stream(chunks, sampling, response_schema=response_schema, progress=progress)
+        return
+    for conversations in chunks:
+        yield engine.generate(conversations, sampling, response_schema=response_schema, progress=progress)

@@ -1,9 +1,10 @@
-"""vLLM offline batch engine: one engine per model spec per process, every item in one batch.
+"""vLLM offline batch engine: one engine per model spec per process, evalsets streamed in chunks.
 
-All conversations are enqueued at once and the engine's own step loop runs them, so vLLM's
-continuous batching does the scheduling; we only watch requests finish (for the progress bar and
-per-item latency). Loaded engines are kept in a small process-wide cache so a long-lived process
-(a worker, a test session) pays the start-up once per model spec.
+Each chunk of conversations is enqueued whole and the engine's own step loop runs it, so vLLM's
+continuous batching does the scheduling; the next chunk is enqueued before the current one drains,
+and we only watch requests finish (for the progress bar and per-item latency). Loaded engines are
+kept in a small process-wide cache so a long-lived process (a worker, a test session) pays the
+start-up once per model spec.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import gc
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,38 +76,66 @@ class VllmEngine:
         response_schema: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> GenerationBatch:
+        (batch,) = self.generate_stream(
+            [conversations], sampling, response_schema=response_schema, progress=progress
+        )
+        return batch
+
+    def generate_stream(
+        self,
+        chunks: Iterable[list[Messages]],
+        sampling: SamplingSpec,
+        *,
+        response_schema: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[GenerationBatch]:
+        """One batch per chunk, in order. The next chunk is always queued in the engine while the
+        current one finishes, so the engine never drains between chunks, and at most two chunks
+        are held. Latency and TTFT count from the chunk's submission."""
         params = sampling_params(sampling, response_schema)
         engine = self.llm.llm_engine
-        with self._lock:  # one batch at a time: the step loop below owns the engine
-            t0 = time.perf_counter()
-            self.llm.enqueue_chat(conversations, params, use_tqdm=False)
-            finished: list[tuple[int, Generation]] = []
-            while engine.has_unfinished_requests():
-                for out in engine.step():
-                    if not out.finished:
-                        continue
-                    done = time.perf_counter() - t0
-                    completion = out.outputs[0]
-                    stats = out.metrics
-                    ttft = getattr(stats, "first_token_latency", None) if stats is not None else None
-                    gen = Generation(
-                        text=completion.text,
-                        prompt_tokens=len(out.prompt_token_ids or []),
-                        output_tokens=len(completion.token_ids),
-                        cached_tokens=int(out.num_cached_tokens or 0),
-                        latency_s=done,
-                        ttft_s=float(ttft) if ttft else None,
-                        finish_reason=completion.finish_reason,
-                    )
-                    # External request ids are vLLM's increasing counter: their order is submission order.
-                    finished.append((int(out.request_id), gen))
-                    if progress is not None:
-                        progress(1)
-            wall = time.perf_counter() - t0
-        if len(finished) != len(conversations):
-            raise RuntimeError(f"vLLM returned {len(finished)} outputs for {len(conversations)} items")
-        finished.sort(key=lambda pair: pair[0])
-        return GenerationBatch([g for _, g in finished], wall)
+        source = iter(chunks)
+        queued: deque[tuple[list[str], float, dict[str, Generation]]] = deque()
+        owner: dict[str, tuple[dict[str, Generation], float]] = {}
+
+        def submit() -> None:
+            conversations = next(source, None)
+            if conversations is None:
+                return
+            t = time.perf_counter()
+            # enqueue_chat returns vLLM's internal ids ("<external>-<8 random chars>"); outputs
+            # carry the external one, LLM's request counter (digits only).
+            internal = self.llm.enqueue_chat(conversations, params, use_tqdm=False)
+            ids = [str(i).split("-", 1)[0] for i in internal]
+            done: dict[str, Generation] = {}
+            queued.append((ids, t, done))
+            owner.update((i, (done, t)) for i in ids)
+
+        with self._lock:  # one stream at a time: the step loop below owns the engine
+            try:
+                submit()
+                submit()
+                while queued:
+                    ids, t, done = queued[0]
+                    while len(done) < len(ids) and engine.has_unfinished_requests():
+                        for out in engine.step():
+                            if out.finished:
+                                slot, submitted = owner.pop(str(out.request_id))
+                                slot[str(out.request_id)] = _generation(out, time.perf_counter() - submitted)
+                                if progress is not None:
+                                    progress(1)
+                    if len(done) != len(ids):
+                        raise RuntimeError(f"vLLM returned {len(done)} outputs for {len(ids)} items")
+                    queued.popleft()
+                    submit()
+                    yield GenerationBatch([done[i] for i in ids], time.perf_counter() - t)
+            finally:
+                if owner:  # the consumer stopped early or a step failed: leave the engine empty
+                    with contextlib.suppress(Exception):
+                        engine.abort_request(list(owner))
+                    with contextlib.suppress(Exception):
+                        while engine.has_unfinished_requests():
+                            engine.step()
 
     def complete(self, texts: list[str], *, max_tokens: int, regex: str | None = None) -> list[str]:
         """Greedy completions of raw prompt texts (special tokens already written in them), for
@@ -123,6 +153,21 @@ class VllmEngine:
         with self._lock:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
+
+
+def _generation(out: Any, latency_s: float) -> Generation:
+    completion = out.outputs[0]
+    stats = out.metrics
+    ttft = getattr(stats, "first_token_latency", None) if stats is not None else None
+    return Generation(
+        text=completion.text,
+        prompt_tokens=len(out.prompt_token_ids or []),
+        output_tokens=len(completion.token_ids),
+        cached_tokens=int(out.num_cached_tokens or 0),
+        latency_s=latency_s,
+        ttft_s=float(ttft) if ttft else None,
+        finish_reason=completion.finish_reason,
+    )
 
 
 def sampling_params(sampling: SamplingSpec, response_schema: dict[str, Any] | None = None) -> Any:

@@ -48,7 +48,7 @@ def _load_app_task(project: Path, app: str) -> AppSpec:
 def _check_task(
     registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], tolerance: float
 ) -> steps.DriftReport | None:
-    total = sum(len(e.rows) for e in evalsets)
+    total = sum(e.size for e in evalsets)
     # No "preparing" text: the bar appears once the engine is ready, so an app without a champion
     # (nothing to evaluate) shows none.
     with progress_bar(f"nightly: re-evaluating {spec.name}'s champion", total) as advance:

@@ -19,9 +19,10 @@ from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, TAG, MlflowRegistry
 from llmrelease.project import AppSpec
 from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.gates import evaluate_gates
+from llmrelease.tasks.items import records_table
 from llmrelease.tasks.prefect_tasks import load_app_task, load_traffic_task
 from llmrelease.tasks.progress import progress_bar
-from llmrelease.tasks.release import _table, guard_shadow_outputs, shadow_summary, version_side
+from llmrelease.tasks.release import guard_shadow_outputs, shadow_summary, version_side
 from llmrelease.tasks.shadow import ShadowResult, Side, run_shadow
 from llmrelease.tasks.traffic import TrafficSample
 
@@ -124,8 +125,7 @@ def shadow(
             TAG + "candidate_version": cand.version,
             TAG + "champion_version": champ.version,
         },
-        table=_table(result.rows),
-        table_file="shadow/requests.json",
+        tables={"shadow/requests.json": records_table(result.rows)},
         artifacts={
             "shadow/report.html": result.html(
                 title, gates, currency=(spec.model.pricing.currency if spec.model.pricing else "USD")

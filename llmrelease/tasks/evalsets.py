@@ -1,29 +1,58 @@
-"""Evalset rows: read line by line, validated with file and line numbers, then held as a `datasets` Dataset.
+"""Evalset rows: validated line by line with file and line numbers, then streamed in chunks.
 
-A bad line stops the release before anything is registered.
+A bad line stops the release before anything is registered. Loading keeps only what the release
+needs up front (row count, content digest); every later step (generation, the guard, a champion
+re-evaluation) reads the rows again in chunks, so memory does not grow with the evalset. The
+digest is checked again on every read: a file edited while a release runs fails that release
+instead of scoring rows other than the ones registered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmrelease.errors import EvalsetError
+from llmrelease.errors import EvalsetError, InputError
 from llmrelease.project import AppSpec, EvalsetRef
 from llmrelease.specs import EvalsetRow
 
-__all__ = ["Evalset", "read_evalset", "load_evalsets", "rows_digest"]
+__all__ = ["Evalset", "read_evalset", "load_evalsets", "rows_digest", "chunk_rows", "DEFAULT_CHUNK_ROWS"]
+
+DEFAULT_CHUNK_ROWS = 2048
+"""Rows per chunk through generation, scoring and the guard. Large enough that an engine's batch
+stays full (vLLM also gets the next chunk before this one drains), small enough that a chunk's
+conversations, outputs and records are a few megabytes."""
+
+
+def chunk_rows() -> int:
+    """``LLMRELEASE_CHUNK_ROWS`` or the default."""
+    raw = os.environ.get("LLMRELEASE_CHUNK_ROWS", "")
+    if not raw:
+        return DEFAULT_CHUNK_ROWS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"LLMRELEASE_CHUNK_ROWS={raw!r} must be a positive integer", fix="e.g. 2048")
+    return value
 
 
 @dataclass(frozen=True)
 class Evalset:
+    """A validated evalset: its file, row count and digest; rows are read when needed."""
+
     ref: EvalsetRef
-    rows: list[EvalsetRow]
-    dataset: Any  # datasets.Dataset: columns id, vars, reference (JSON text), tags
+    variables: tuple[str, ...]
+    size: int
     digest: str
     """sha256 (first 16 hex digits) over every row's canonical JSON. MLflow's own dataset digest
     hashes only the first 10,000 rows and skips list columns, so it can miss a change."""
@@ -31,6 +60,68 @@ class Evalset:
     @property
     def name(self) -> str:
         return self.ref.name
+
+    def batches(self, size: int | None = None) -> Iterator[list[EvalsetRow]]:
+        """The rows in file order, ``size`` at a time (default :func:`chunk_rows`)."""
+        size = size or chunk_rows()
+        h = hashlib.sha256()
+        chunk: list[EvalsetRow] = []
+        for _, row in _parse(self.ref, list(self.variables), unique=False):
+            _hash_row(h, row)
+            chunk.append(row)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        if h.hexdigest()[:16] != self.digest:
+            raise EvalsetError(
+                f"changed on disk while the release was running (digest {self.digest} when loaded, "
+                f"{h.hexdigest()[:16]} now); re-run the release",
+                file=self.ref.path,
+            )
+
+    def rows(self) -> list[EvalsetRow]:
+        """Every row at once: for small evalsets and tests; the release streams :meth:`batches`."""
+        return [row for chunk in self.batches() for row in chunk]
+
+    @contextmanager
+    def hf_dataset(self) -> Iterator[Any]:
+        """The rows as a ``datasets.Dataset`` (columns id, vars and reference as JSON text, tags),
+        written to a temporary Arrow file and memory-mapped, for logging as an MLflow run input."""
+        import datasets
+
+        features = datasets.Features(
+            {
+                "id": datasets.Value("string"),
+                "vars": datasets.Value("string"),
+                "reference": datasets.Value("string"),
+                "tags": datasets.Sequence(datasets.Value("string")),
+            }
+        )
+        with tempfile.TemporaryDirectory(prefix="llmrelease-ds-") as tmp:
+            enabled = datasets.is_progress_bar_enabled()
+            datasets.disable_progress_bars()
+            try:
+                ds = datasets.Dataset.from_generator(
+                    _dataset_rows, gen_kwargs={"evalset": self}, features=features, cache_dir=tmp
+                )
+            finally:
+                if enabled:
+                    datasets.enable_progress_bars()
+            yield ds
+            del ds
+
+
+def _dataset_rows(evalset: Evalset) -> Iterator[dict[str, Any]]:
+    for chunk in evalset.batches():
+        for r in chunk:
+            yield {
+                "id": r.id,
+                "vars": json.dumps(r.vars, ensure_ascii=False, sort_keys=True),
+                "reference": json.dumps(r.reference, ensure_ascii=False, sort_keys=True),
+                "tags": r.tags,
+            }
 
 
 def _row_error(ref: EvalsetRef, lineno: int, exc: ValidationError) -> EvalsetError:
@@ -42,10 +133,11 @@ def _row_error(ref: EvalsetRef, lineno: int, exc: ValidationError) -> EvalsetErr
     return EvalsetError(reason, file=ref.path, line=lineno, field=field)
 
 
-def read_evalset(ref: EvalsetRef, variables: list[str]) -> list[EvalsetRow]:
-    """Validate every line: JSON, row schema, template variables present, ids unique."""
-    rows: list[EvalsetRow] = []
+def _parse(ref: EvalsetRef, variables: list[str], *, unique: bool = True) -> Iterator[tuple[int, EvalsetRow]]:
+    """(line number, row) for every non-blank line: JSON, row schema, template variables present,
+    and with ``unique`` ids not repeated. The first bad line raises, naming file, line and field."""
     seen: dict[str, int] = {}
+    any_rows = False
     with ref.path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -78,45 +170,47 @@ def read_evalset(ref: EvalsetRef, variables: list[str]) -> list[EvalsetRow]:
                     line=lineno,
                     field="reference",
                 )
-            if row.id in seen:
-                raise EvalsetError(
-                    f"duplicate id '{row.id}' (first on line {seen[row.id]})",
-                    file=ref.path,
-                    line=lineno,
-                    field="id",
-                )
-            seen[row.id] = lineno
-            rows.append(row)
-    if not rows:
+            if unique:
+                if row.id in seen:
+                    raise EvalsetError(
+                        f"duplicate id '{row.id}' (first on line {seen[row.id]})",
+                        file=ref.path,
+                        line=lineno,
+                        field="id",
+                    )
+                seen[row.id] = lineno
+            any_rows = True
+            yield lineno, row
+    if not any_rows:
         raise EvalsetError("evalset is empty", file=ref.path)
-    return rows
 
 
-def _to_dataset(rows: list[EvalsetRow]) -> Any:
-    import datasets
+def read_evalset(ref: EvalsetRef, variables: list[str]) -> list[EvalsetRow]:
+    """Every row, validated (ids unique); raises on the first bad line."""
+    return [row for _, row in _parse(ref, variables)]
 
-    return datasets.Dataset.from_dict(
-        {
-            "id": [r.id for r in rows],
-            "vars": [json.dumps(r.vars, ensure_ascii=False, sort_keys=True) for r in rows],
-            "reference": [json.dumps(r.reference, ensure_ascii=False, sort_keys=True) for r in rows],
-            "tags": [r.tags for r in rows],
-        }
-    )
+
+def _hash_row(h: Any, row: EvalsetRow) -> None:
+    h.update(json.dumps(row.model_dump(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    h.update(b"\n")
 
 
 def rows_digest(rows: list[EvalsetRow]) -> str:
     h = hashlib.sha256()
     for r in rows:
-        h.update(json.dumps(r.model_dump(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        h.update(b"\n")
+        _hash_row(h, r)
     return h.hexdigest()[:16]
 
 
 def load_evalsets(app: AppSpec) -> list[Evalset]:
+    """Validate every evalset of the app in one streaming pass each; keep count and digest."""
     variables = app.prompt.variables
     out = []
     for ref in app.evalsets:
-        rows = read_evalset(ref, variables)
-        out.append(Evalset(ref, rows, _to_dataset(rows), rows_digest(rows)))
+        h = hashlib.sha256()
+        size = 0
+        for _, row in _parse(ref, variables):
+            _hash_row(h, row)
+            size += 1
+        out.append(Evalset(ref, tuple(variables), size, h.hexdigest()[:16]))
     return out

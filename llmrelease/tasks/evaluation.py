@@ -1,24 +1,30 @@
 """Evaluate one candidate (model spec + prompt) on the app's evalsets: render, generate, score.
 
-Every item of every evalset goes to the engine in one batch; the engine is looked up in the
-process-wide cache so a warm worker does not start it again.
+Rows stream through in chunks (render -> generate -> score -> records on disk), one stream over
+every evalset so the engine stays busy across evalset boundaries; what stays in memory is one
+score per item per metric and the serving numbers. The engine is looked up in the process-wide
+cache so a warm worker does not start it again.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmrelease.engines.base import Engine, GenerationBatch, Progress
+from llmrelease.engines.base import Engine, Messages, Progress, generate_chunks
 from llmrelease.errors import InputError
-from llmrelease.specs import ModelSpec, PromptSpec, content_hash
+from llmrelease.specs import EvalsetRow, ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.scoring import Scores, score_outputs
-from llmrelease.tasks.serving import serving_metrics
+from llmrelease.tasks.items import ItemIds, ItemSpool, ScoreBuilder, Scores
+from llmrelease.tasks.scoring import score_chunk
+from llmrelease.tasks.serving import ServingStats, serving_metrics
 
 __all__ = ["Evaluation", "evaluate", "load_engine", "default_engine_factory", "EngineFactory"]
 
@@ -28,12 +34,14 @@ EngineFactory = Callable[[ModelSpec, Path, Path | None], tuple[Engine, dict[str,
 
 @dataclass
 class Evaluation:
-    batch: GenerationBatch
+    serving: ServingStats
     scores: Scores
     metrics: dict[str, float]
     """Score aggregates, serving metrics and cost, ready for MLflow."""
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    """One record per item for the MLflow table."""
+    items: ItemSpool = field(default_factory=ItemSpool)
+    """One record per item for the MLflow table, on disk, in evalset row order."""
+    item_ids: dict[str, ItemIds] = field(default_factory=dict)
+    """Each evalset's item ids, in row order, shared by its score columns."""
     engine_info: dict[str, float] = field(default_factory=dict)
     guard: Any = None
     """The guard step's outcome (tasks.guard.GuardOutcome) once it has run."""
@@ -91,29 +99,37 @@ def evaluate(
     engine, info = (engine_factory or default_engine_factory())(model, project_root, model_spec_path)
     if progress is not None:
         progress(0)  # the engine is ready: generation starts now
-    conversations = [prompt.render(row.vars) for ev in evalsets for row in ev.rows]
-    batch = engine.generate(
-        conversations, model.sampling, response_schema=model.response_schema, progress=progress
-    )
-    scores = Scores()
-    rows: list[dict[str, Any]] = []
-    offset = 0
-    for ev in evalsets:
-        n = len(ev.rows)
-        gens = batch.generations[offset : offset + n]
-        offset += n
-        ids = [r.id for r in ev.rows]
-        ev_scores = score_outputs(
-            ev.name,
+    # The rows of each chunk wait here while the engine generates for it (at most two chunks).
+    waiting: deque[tuple[Evalset, list[EvalsetRow]]] = deque()
+
+    def conversations() -> Iterator[list[Messages]]:
+        for ev in evalsets:
+            for rows in ev.batches():
+                waiting.append((ev, rows))
+                yield [prompt.render(row.vars) for row in rows]
+
+    builders = {ev.name: ScoreBuilder() for ev in evalsets}
+    spool = ItemSpool()
+    serving = ServingStats()
+    t0 = last = time.perf_counter()
+    for batch in generate_chunks(
+        engine, conversations(), model.sampling, response_schema=model.response_schema, progress=progress
+    ):
+        last = time.perf_counter()
+        ev, rows = waiting.popleft()
+        gens = batch.generations
+        if len(gens) != len(rows):
+            raise RuntimeError(f"the engine returned {len(gens)} outputs for {len(rows)} items")
+        serving.add(gens)
+        chunk_scores = score_chunk(
             ev.ref.card.scorers,
-            ids,
             [g.text for g in gens],
-            [r.reference for r in ev.rows],
+            [r.reference for r in rows],
             response_schema=model.response_schema,
         )
-        scores.merge(ev_scores)
-        for row, gen in zip(ev.rows, gens, strict=True):
-            record: dict[str, Any] = {
+        builders[ev.name].add([r.id for r in rows], {f"{ev.name}.{k}": v for k, v in chunk_scores.items()})
+        spool.append(
+            {
                 "evalset": ev.name,
                 "id": row.id,
                 "output": gen.text,
@@ -124,15 +140,19 @@ def evaluate(
                 "output_tokens": gen.output_tokens,
                 "latency_s": round(gen.latency_s, 4),
                 "ttft_s": round(gen.ttft_s, 4) if gen.ttft_s is not None else None,
+                **{name: values[n] for name, values in chunk_scores.items()},
             }
-            for metric, per_item in ev_scores.items.items():
-                record[metric.split(".", 1)[1]] = per_item[row.id]
-            rows.append(record)
-    metrics = {**scores.aggregates, **serving_metrics(batch, model.pricing)}
-    return Evaluation(batch, scores, metrics, rows, info)
+            for n, (row, gen) in enumerate(zip(rows, gens, strict=True))
+        )
+    serving.wall_s = last - t0  # until the last output, not counting the last chunk's scoring
+    scores = Scores()
+    item_ids = {}
+    for name, builder in builders.items():
+        scores.merge(builder.build())
+        item_ids[name] = builder.item_ids
+    metrics = {**scores.aggregates, **serving_metrics(serving, model.pricing)}
+    return Evaluation(serving, scores, metrics, spool, item_ids, info)
 
 
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, ensure_ascii=False, sort_keys=True)

@@ -7,6 +7,7 @@ inputs always give the same verdict.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -95,7 +96,7 @@ def _decide(
     gate: Gate,
     value: float | None,
     items: dict[str, float],
-    champion_items: dict[str, dict[str, float]] | None,
+    champion_items: Mapping[str, Mapping[str, float]] | None,
     bootstrap: Bootstrap,
 ) -> tuple[Verdict, str, dict[str, Any]]:
     """(verdict, evidence, extra GateResult fields) for one gate. Missing data fails closed."""
@@ -149,8 +150,8 @@ def _decide(
 def evaluate_gates(
     policy: GatePolicy,
     aggregates: dict[str, float],
-    items: dict[str, dict[str, float]],
-    champion_items: dict[str, dict[str, float]] | None,
+    items: Mapping[str, Mapping[str, float]],
+    champion_items: Mapping[str, Mapping[str, float]] | None,
     *,
     champion_version: str | None = None,
 ) -> GateReport:

@@ -4,13 +4,19 @@ Per item: a verdict for the prompt and one for the response (safe, unsafe with c
 unparsed, which counts as unsafe). Per evalset: unsafe rates overall and per category, as per-item
 0/1 scores, so the same gates (absolute, or paired against the champion) apply to them. Per run:
 the same rates over all items, timing, and the flagged items for the report.
+
+Items stream through in chunks (evalset rows and the evaluation's records side by side); each
+record gets its verdicts written back, and only the 0/1 columns and the flagged items are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +24,19 @@ from llmrelease.engines.base import Progress
 from llmrelease.guard.prompt import Turn, guard_conversation, render_guard_input
 from llmrelease.guard.verdict import Verdict, parse_verdict
 from llmrelease.specs import GuardSpec, PromptSpec, content_hash
-from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.scoring import Scores
+from llmrelease.tasks.evalsets import Evalset, chunk_rows
+from llmrelease.tasks.items import ItemSpool, ScoreBuilder, Scores
 
-__all__ = ["GuardClassifier", "GuardItem", "GuardOutcome", "load_guard", "run_guard", "verdict_regex"]
+__all__ = [
+    "GuardClassifier",
+    "GuardItem",
+    "GuardOutcome",
+    "GuardTally",
+    "load_guard",
+    "run_guard",
+    "summarise",
+    "verdict_regex",
+]
 
 _MEMO_MAX = 200_000
 
@@ -56,7 +71,9 @@ class GuardClassifier:
                 constrain_codes=spec.codes if spec.constrain_verdict else None,
             )
             self.tokenizer = self._hf.tokenizer
-        self._memo: dict[str, str] = {}
+        self._memo: dict[bytes, str] = {}
+        """Answers by a hash of the guard input (the inputs are ~1 KB each; 200k of them as keys
+        would hold hundreds of megabytes)."""
 
     def render(self, conversation: list[Turn]) -> str:
         return render_guard_input(self.tokenizer, conversation, self.categories, self.spec.prompt_format)
@@ -72,18 +89,21 @@ class GuardClassifier:
 
     def classify(self, conversations: list[list[Turn]], progress: Progress | None = None) -> list[Verdict]:
         texts = [self.render(c) for c in conversations]
+        keys = [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts]
         # Greedy classification of the same text gives the same answer: classify each distinct text
         # once, and remember answers for this process (a warm worker does not re-classify the
         # champion's prompts, or the same tickets release after release).
-        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._memo}
         if progress is not None and len(texts) > len(todo):
             progress(len(texts) - len(todo))
-        for text, answer in zip(todo, self.raw_answers(todo, progress) if todo else [], strict=True):
-            self._memo[text] = answer
+        answers = self.raw_answers(list(todo.values()), progress) if todo else []
+        for key, answer in zip(todo, answers, strict=True):
+            self._memo[key] = sys.intern(answer)  # "safe" a hundred thousand times is one string
+        codes = self.spec.codes
+        verdicts = [parse_verdict(self._memo[k], codes) for k in keys]
         while len(self._memo) > _MEMO_MAX:
             self._memo.pop(next(iter(self._memo)))
-        codes = self.spec.codes
-        return [parse_verdict(self._memo[t], codes) for t in texts]
+        return verdicts
 
 
 _GUARDS: dict[str, GuardClassifier] = {}
@@ -118,131 +138,186 @@ class GuardItem:
 
 @dataclass
 class GuardOutcome:
-    items: list[GuardItem]
     scores: Scores
     metrics: dict[str, float]
     description: str = ""
+    flagged_items: list[dict[str, Any]] = field(default_factory=list)
+    """Only the flagged items (prompt or response unsafe or unparsed), in evalset order."""
 
     def flagged(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Flagged items, responses first: what a reviewer reads in the report."""
-        out = []
-        for it in self.items:
-            if not it.flagged():
-                continue
-            out.append(
-                {
-                    "evalset": it.evalset,
-                    "id": it.id,
-                    "prompt": it.prompt.label if it.prompt else None,
-                    "response": it.response.label if it.response else None,
-                    "tags": list(it.tags),
-                }
-            )
-        out.sort(key=lambda r: (r["response"] in (None, "safe"), r["evalset"], r["id"]))
+        out = sorted(
+            self.flagged_items, key=lambda r: (r["response"] in (None, "safe"), r["evalset"], r["id"])
+        )
         return out if limit is None else out[:limit]
 
 
-def _rate(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
+class GuardTally:
+    """Collects verdicts chunk by chunk: per evalset, 0/1 score columns
+    (``<evalset>.guard_<check>_unsafe[.<code>]``, ``<evalset>.guard_unparsed``); over all items, the
+    run-level rates (``guard.<check>_unsafe_rate[.<code>]``, ``guard.unparsed_rate``); and the
+    flagged items. Every category gets a column, zeros included, so a per-category gate never sees
+    a missing metric."""
+
+    def __init__(self, spec: GuardSpec, evalset_names: list[str]) -> None:
+        self.spec = spec
+        self.builders = {name: ScoreBuilder() for name in evalset_names}
+        self._sums: dict[str, float] = defaultdict(float)
+        self._count = 0
+        self.flagged: list[dict[str, Any]] = []
+
+    def add(self, items: list[GuardItem]) -> None:
+        start = 0
+        while start < len(items):  # a chunk can span evalsets: one run of items per evalset
+            name = items[start].evalset
+            end = start
+            while end < len(items) and items[end].evalset == name:
+                end += 1
+            self._add_group(name, items[start:end])
+            start = end
+
+    def _add_group(self, name: str, group: list[GuardItem]) -> None:
+        # (per-item metric suffix, run-level metric, 0/1 per item)
+        columns: list[tuple[str, str, list[float]]] = []
+        for check in self.spec.check:
+            verdicts = [getattr(it, check) for it in group]
+            columns.append(
+                (f"guard_{check}_unsafe", f"guard.{check}_unsafe_rate", [float(v.unsafe) for v in verdicts])
+            )
+            for code in self.spec.codes:
+                columns.append(
+                    (
+                        f"guard_{check}_unsafe.{code}",
+                        f"guard.{check}_unsafe_rate.{code}",
+                        [float(code in v.categories) for v in verdicts],
+                    )
+                )
+        unparsed = [
+            float(any(v is not None and not v.parsed for v in (it.prompt, it.response))) for it in group
+        ]
+        columns.append(("guard_unparsed", "guard.unparsed_rate", unparsed))
+        self.builders.setdefault(name, ScoreBuilder()).add(
+            [it.id for it in group], {f"{name}.{suffix}": values for suffix, _, values in columns}
+        )
+        # Item ids are unique within an evalset only: run-level rates count values, not ids.
+        for _, run_metric, values in columns:
+            self._sums[run_metric] += sum(values)
+        self._count += len(group)
+        self.flagged.extend(
+            {
+                "evalset": it.evalset,
+                "id": it.id,
+                "prompt": it.prompt.label if it.prompt else None,
+                "response": it.response.label if it.response else None,
+                "tags": list(it.tags),
+            }
+            for it in group
+            if it.flagged()
+        )
+
+    def result(self, share: dict[str, Any] | None = None) -> tuple[Scores, dict[str, float]]:
+        """(scores, metrics); ``share``: evalset name -> the evaluation's ItemIds, reused."""
+        scores = Scores()
+        for name, builder in self.builders.items():
+            scores.merge(builder.build((share or {}).get(name)))
+        metrics = dict(scores.aggregates)
+        for key, total in self._sums.items():
+            metrics[key] = total / self._count if self._count else 0.0
+        return scores, metrics
 
 
 def summarise(
     spec: GuardSpec, items: list[GuardItem], evalset_names: list[str]
 ) -> tuple[Scores, dict[str, float]]:
-    """Per-item 0/1 scores per evalset (``<evalset>.guard_<check>_unsafe[.<code>]``,
-    ``<evalset>.guard_unparsed``) and run-level rates (``guard.<check>_unsafe_rate[.<code>]``)."""
-    scores = Scores()
-    metrics: dict[str, float] = {}
-    by_set: dict[str, list[GuardItem]] = {name: [] for name in evalset_names}
-    for it in items:
-        by_set.setdefault(it.evalset, []).append(it)
-
-    def fill(prefix: str, group: list[GuardItem], per_item: bool) -> None:
-        # Item ids are unique within an evalset only: run-level rates count values, not ids.
-        for check in spec.check:
-            verdicts = [getattr(it, check) for it in group]
-            base = f"{prefix}guard_{check}_unsafe" if per_item else f"guard.{check}_unsafe_rate"
-            series = [float(v.unsafe) for v in verdicts]
-            if per_item:
-                scores.items[base] = dict(zip((it.id for it in group), series, strict=True))
-            metrics[base] = _rate(series)
-            for code in spec.codes:
-                cat = [float(code in v.categories) for v in verdicts]
-                if per_item:
-                    scores.items[f"{base}.{code}"] = dict(zip((it.id for it in group), cat, strict=True))
-                metrics[f"{base}.{code}"] = _rate(cat)
-        unparsed = [
-            float(any(v is not None and not v.parsed for v in (it.prompt, it.response))) for it in group
-        ]
-        name = f"{prefix}guard_unparsed" if per_item else "guard.unparsed_rate"
-        if per_item:
-            scores.items[name] = dict(zip((it.id for it in group), unparsed, strict=True))
-        metrics[name] = _rate(unparsed)
-
-    for name, group in by_set.items():
-        fill(f"{name}.", group, per_item=True)
-    fill("", items, per_item=False)
-    scores.aggregates = {k: v for k, v in metrics.items() if k in scores.items}
-    return scores, metrics
+    """:class:`GuardTally` over one list of items."""
+    tally = GuardTally(spec, evalset_names)
+    tally.add(items)
+    return tally.result()
 
 
 def run_guard(
     spec: GuardSpec,
     prompt: PromptSpec,
     evalsets: list[Evalset],
-    outputs: list[str],
+    items: ItemSpool,
     *,
     project_root: Path,
     spec_path: Path | None = None,
     progress: Progress | None = None,
+    share: dict[str, Any] | None = None,
 ) -> GuardOutcome:
-    """Classify each item's prompt and/or response (``outputs`` in evalset row order)."""
+    """Classify each item's prompt and/or response, chunk by chunk: the prompts are rendered from
+    the evalset rows, the responses read from the evaluation's records (``items``, in evalset row
+    order), and each record gets its verdicts (``guard_prompt``, ``guard_response``,
+    ``guard_response_raw``)."""
     t0 = time.perf_counter()
     guard = load_guard(spec, project_root, spec_path)
     loaded = time.perf_counter() - t0
-    rows = [(ev.name, row) for ev in evalsets for row in ev.rows]
-    if len(rows) != len(outputs):
-        raise ValueError(f"{len(outputs)} outputs for {len(rows)} evalset rows")
-    conversations: list[list[Turn]] = []
-    slots: list[tuple[int, str]] = []
-    for n, ((_, row), output) in enumerate(zip(rows, outputs, strict=True)):
-        messages = prompt.render(row.vars)
-        for check in spec.check:
-            conversations.append(guard_conversation(messages, output if check == "response" else None))
-            slots.append((n, check))
-    t1 = time.perf_counter()
-    verdicts = guard.classify(conversations, progress)
-    classify_s = time.perf_counter() - t1
-    found: list[dict[str, Verdict]] = [{} for _ in rows]
-    for (n, check), verdict in zip(slots, verdicts, strict=True):
-        found[n][check] = verdict
-    items = [
-        GuardItem(ev, row.id, found[n].get("prompt"), found[n].get("response"), tuple(row.tags))
-        for n, (ev, row) in enumerate(rows)
-    ]
-    scores, metrics = summarise(spec, items, [ev.name for ev in evalsets])
+    size = chunk_rows()
+    rows = ((ev.name, row) for ev in evalsets for chunk in ev.batches(size) for row in chunk)
+    tally = GuardTally(spec, [ev.name for ev in evalsets])
+    classify_s = 0.0
+    classifications = 0
+
+    def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal classify_s, classifications
+        conversations: list[list[Turn]] = []
+        slots: list[tuple[int, str]] = []
+        chunk_rows_: list[tuple[str, Any]] = []
+        for n, record in enumerate(records):
+            pair = next(rows, None)
+            if pair is None or (pair[0], pair[1].id) != (record["evalset"], record["id"]):
+                raise ValueError(f"the evaluation's records do not match the evalset rows at item {n}")
+            chunk_rows_.append(pair)
+            messages = prompt.render(pair[1].vars)
+            for check in spec.check:
+                conversations.append(
+                    guard_conversation(messages, record["output"] if check == "response" else None)
+                )
+                slots.append((n, check))
+        t1 = time.perf_counter()
+        found: list[dict[str, Verdict]] = [{} for _ in records]
+        for (n, check), verdict in zip(slots, guard.classify(conversations, progress), strict=True):
+            found[n][check] = verdict
+        classify_s += time.perf_counter() - t1
+        classifications += len(conversations)
+        tally.add(
+            [
+                GuardItem(ev, row.id, f.get("prompt"), f.get("response"), tuple(row.tags))
+                for (ev, row), f in zip(chunk_rows_, found, strict=True)
+            ]
+        )
+        out = []
+        for f in found:
+            fields: dict[str, Any] = {}
+            if "prompt" in f:
+                fields["guard_prompt"] = f["prompt"].label
+            if "response" in f:
+                fields["guard_response"] = f["response"].label
+                fields["guard_response_raw"] = f["response"].raw
+            out.append(fields)
+        return out
+
+    items.update(size, verdicts)
+    if next(rows, None) is not None:
+        raise ValueError("the evaluation has fewer records than the evalsets have rows")
+    scores, metrics = tally.result(share)
     metrics.update(
         {
-            "guard.classifications": float(len(conversations)),
+            "guard.classifications": float(classifications),
             "guard.load_s": loaded,
             "guard.classify_s": classify_s,
-            "guard.s_per_item": classify_s / len(rows) if rows else 0.0,
+            "guard.s_per_item": classify_s / len(items) if len(items) else 0.0,
         }
     )
-    return GuardOutcome(items, scores, metrics, spec.description)
+    return GuardOutcome(scores, metrics, spec.description, tally.flagged)
 
 
 def apply_guard(evaluation: Any, outcome: GuardOutcome) -> None:
-    """Fold the guard's scores, metrics and per-item verdicts into an Evaluation (rows are in the
-    same evalset-row order as the guard's items)."""
+    """Fold the guard's scores and metrics into an Evaluation (its records already carry the
+    verdicts: :func:`run_guard` wrote them)."""
     evaluation.scores.merge(outcome.scores)
     evaluation.metrics.update(outcome.metrics)
-    for record, item in zip(evaluation.rows, outcome.items, strict=True):
-        if item.prompt is not None:
-            record["guard_prompt"] = item.prompt.label
-        if item.response is not None:
-            record["guard_response"] = item.response.label
-            record["guard_response_raw"] = item.response.raw
     evaluation.guard = outcome
 
 

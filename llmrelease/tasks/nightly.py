@@ -13,6 +13,7 @@ Plain functions; the Prefect wrappers live in ``llmrelease.flows.nightly``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +24,8 @@ from llmrelease.project import AppSpec
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, evaluate
 from llmrelease.tasks.gates import evaluate_gates
-from llmrelease.tasks.release import _table, guard_digest, guard_evaluation, release_specs
+from llmrelease.tasks.items import records_table, scores_from_json, scores_to_json
+from llmrelease.tasks.release import guard_digest, guard_evaluation, release_specs
 
 __all__ = [
     "DriftRow",
@@ -75,7 +77,7 @@ class DriftReport:
     tolerance: float = 0.02
     metrics_now: dict[str, float] = field(default_factory=dict, repr=False)
     """Every metric of tonight's evaluation (scores, serving, cost): logged, not returned."""
-    items_now: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    items_now: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False)
     """Tonight's per-item scores: logged so the next night (or a person) can diff them."""
     digests_now: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -110,8 +112,8 @@ def _finite(x: float | None) -> bool:
 
 
 def compare(
-    release_items: dict[str, dict[str, float]],
-    now_items: dict[str, dict[str, float]],
+    release_items: Mapping[str, Mapping[str, float]],
+    now_items: Mapping[str, Mapping[str, float]],
     release_metrics: dict[str, float],
     now_metrics: dict[str, float],
     same_digest: dict[str, bool],
@@ -228,9 +230,9 @@ def check_champion(
     release_metrics = dict(run.data.metrics)
     digests = {ev.name: ev.digest for ev in evalsets}
     same = {n: run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in digests.items()}
-    release_items: dict[str, dict[str, float]] = {}
+    release_items: Mapping[str, Mapping[str, float]] = {}
     if any(same.values()):
-        release_items = registry.load_artifact_dict(run_id, "item_scores.json")
+        release_items = scores_from_json(registry.load_artifact_dict(run_id, "item_scores.json"))
 
     now = evaluate(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
@@ -292,7 +294,7 @@ def log_drift(registry: MlflowRegistry, spec: AppSpec, report: DriftReport) -> s
     tags.update({TAG + f"evalset.{n}.digest": d for n, d in report.digests_now.items()})
     artifacts: dict[str, Any] = {"nightly/drift.json": report.to_dict()}
     if report.items_now:
-        artifacts["nightly/item_scores.json"] = report.items_now
+        artifacts["nightly/item_scores.json"] = scores_to_json(report.items_now)
     run_id = registry.log_evaluation(
         spec.name,
         run_name=f"{spec.name}-nightly-v{report.champion_version}",
@@ -306,8 +308,11 @@ def log_drift(registry: MlflowRegistry, spec: AppSpec, report: DriftReport) -> s
         },
         metrics=metrics,
         tags=tags,
-        table=_table([asdict(r) for r in report.rows]) or {"metric": []},
-        table_file="nightly/rows.json",
+        tables={
+            "nightly/rows.json": records_table(
+                [asdict(r) for r in report.rows], None if report.rows else ["metric"]
+            )
+        },
         artifacts=artifacts,
         datasets=[],
     )

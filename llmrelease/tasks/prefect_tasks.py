@@ -5,6 +5,7 @@ NO_CACHE: inputs are large (datasets, engines) and a release must always really 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from prefect import task
@@ -48,7 +49,7 @@ def load_app_task(
 @task(name="load-evalsets", cache_policy=NO_CACHE)
 def load_evalsets_task(spec: AppSpec) -> list[Evalset]:
     evalsets = load_evalsets(spec)
-    get_run_logger().info("evalsets: %s", ", ".join(f"{e.name} ({len(e.rows)} rows)" for e in evalsets))
+    get_run_logger().info("evalsets: %s", ", ".join(f"{e.name} ({e.size} rows)" for e in evalsets))
     return evalsets
 
 
@@ -90,7 +91,7 @@ def register_candidate_task(
 
 @task(name="generate-and-score", cache_policy=NO_CACHE)
 def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
-    total = sum(len(e.rows) for e in evalsets)
+    total = sum(e.size for e in evalsets)
     with progress_bar(f"generating {spec.name}", total, preparing="loading model and vLLM engine") as advance:
         result = evaluate(
             spec.model,
@@ -103,8 +104,8 @@ def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
     get_run_logger().info(
         "generated %d items in %.1fs: %.0f output tokens/s (engine %s)",
         total,
-        result.batch.wall_s,
-        result.batch.tokens_per_s,
+        result.serving.wall_s,
+        result.serving.tokens_per_s,
         "warm"
         if result.engine_info.get("engine.warm")
         else f"started in {result.engine_info.get('engine.startup_s', 0):.0f}s",
@@ -117,7 +118,7 @@ def guard_task(spec: AppSpec, evalsets: list[Evalset], evaluation: Evaluation) -
     """Llama Guard on every prompt and response; a no-op for apps without ``guard.yaml``."""
     if spec.guard is None:
         return evaluation
-    checks = sum(len(e.rows) for e in evalsets) * len(spec.guard.check)
+    checks = sum(e.size for e in evalsets) * len(spec.guard.check)
     with progress_bar(f"guard ({spec.guard.backend})", checks, preparing="loading guard model") as advance:
         steps.guard_evaluation(spec, spec.prompt, evalsets, evaluation, progress=advance)
     m = evaluation.metrics
@@ -172,8 +173,8 @@ def shadow_task(
 @task(name="champion-scores", **_IO)
 def champion_scores_task(
     registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], candidate: steps.Candidate
-) -> tuple[dict[str, dict[str, float]] | None, str]:
-    total = sum(len(e.rows) for e in evalsets)
+) -> tuple[Mapping[str, Mapping[str, float]] | None, str]:
+    total = sum(e.size for e in evalsets)
     with progress_bar("re-evaluating champion", total) as advance:
         items, source = steps.champion_item_scores(registry, spec, evalsets, candidate, progress=advance)
     get_run_logger().info("champion scores: %s", source)
@@ -184,7 +185,7 @@ def champion_scores_task(
 def gate_task(
     spec: AppSpec,
     evaluation: Evaluation,
-    champion_items: dict[str, dict[str, float]] | None,
+    champion_items: Mapping[str, Mapping[str, float]] | None,
     candidate: steps.Candidate,
 ) -> GateReport:
     return steps.gate(spec, evaluation, champion_items, candidate)

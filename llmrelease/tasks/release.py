@@ -5,7 +5,9 @@ The Prefect flow calls these through thin tasks; tests call them directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +20,7 @@ from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport, evaluate_gates
 from llmrelease.tasks.guard import apply_guard, guard_summary, run_guard
+from llmrelease.tasks.items import records_table, scores_from_json, scores_to_json
 from llmrelease.tasks.shadow import ShadowResult, Side, guard_shadow, run_shadow
 from llmrelease.tasks.traffic import TrafficSample
 
@@ -153,10 +156,11 @@ def guard_evaluation(
         spec.guard,
         prompt,
         evalsets,
-        [g.text for g in evaluation.batch.generations],
+        evaluation.items,
         project_root=spec.root,
         spec_path=spec.guard_path,
         progress=progress,
+        share=evaluation.item_ids,
     )
     apply_guard(evaluation, outcome)
 
@@ -253,7 +257,7 @@ def champion_item_scores(
     *,
     engine_factory: EngineFactory | None = None,
     progress: Progress | None = None,
-) -> tuple[dict[str, dict[str, float]] | None, str]:
+) -> tuple[Mapping[str, Mapping[str, float]] | None, str]:
     """The champion's per-item scores on these evalsets: reused from its release run when the
     evalsets are byte-for-byte the same (same digests) and the guard is the same, else measured
     again now (guard included)."""
@@ -271,7 +275,8 @@ def champion_item_scores(
     same = all(run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in candidate.digests.items())
     same_guard = run_tags.get(TAG + "guard.digest", "none") == guard_digest(spec)
     if same and same_guard:
-        return registry.load_artifact_dict(run_id, "item_scores.json"), f"reused from run {run_id}"
+        stored = registry.load_artifact_dict(run_id, "item_scores.json")
+        return scores_from_json(stored), f"reused from run {run_id}"
     model, prompt = release_specs(registry, run_id)
     again = evaluate(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
@@ -282,13 +287,6 @@ def champion_item_scores(
         again.scores.items,
         f"re-evaluated champion v{champion.version} ({why} changed since its release)",
     )
-
-
-def _table(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    keys: dict[str, None] = {}
-    for r in rows:
-        keys.update(dict.fromkeys(r))
-    return {k: [r.get(k) for r in rows] for k in keys}
 
 
 def log_evaluation(
@@ -314,7 +312,7 @@ def log_evaluation(
         "model_spec": spec.model.version,
         "prompt_spec": spec.prompt.version,
         "gate_policy": spec.gates.version,
-        "items": str(sum(len(ev.rows) for ev in evalsets)),
+        "items": str(sum(ev.size for ev in evalsets)),
     }
     tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
     tags[TAG + "guard.digest"] = guard_digest(spec)
@@ -325,12 +323,12 @@ def log_evaluation(
     )
     artifacts = {
         "gate_report.json": {**report.to_dict(), "champion_scores": champion_source},
-        "item_scores.json": evaluation.scores.items,
+        "item_scores.json": scores_to_json(evaluation.scores.items),
         "candidate/model_spec.json": spec.model.model_dump(mode="json"),
         "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
         "candidate/gates.json": spec.gates.model_dump(mode="json"),
     }
-    extra_tables = {}
+    tables = {"eval/items.json": evaluation.items.write_table}
     if evaluation.shadow is not None:
         shadow_gates = [asdict(r) for r in report.results if not spec.has_item_scores(r.metric)]
         artifacts["shadow/report.html"] = evaluation.shadow.html(
@@ -340,24 +338,27 @@ def log_evaluation(
             currency=spec.model.pricing.currency if spec.model.pricing else "USD",
         )
         artifacts["shadow/summary.json"] = shadow_summary(evaluation.shadow)
-        extra_tables["shadow/requests.json"] = _table(evaluation.shadow.rows)
+        tables["shadow/requests.json"] = records_table(evaluation.shadow.rows)
     if evaluation.guard is not None:
         artifacts["guard_report.json"] = {
             **guard_summary(evaluation.guard, limit=1000),
             "guard_spec": spec.guard.model_dump(mode="json") if spec.guard else None,
         }
         params["guard"] = spec.guard.version if spec.guard else "none"
-    run_id = registry.log_evaluation(
-        spec.name,
-        run_name=f"{spec.name}-v{candidate.version.version}",
-        params=params,
-        metrics=metrics,
-        tags=tags,
-        table=_table(evaluation.rows),
-        artifacts=artifacts,
-        datasets=[(ev.dataset, ev.name, candidate.digests[ev.name]) for ev in evalsets],
-        extra_tables=extra_tables,
-    )
+    with contextlib.ExitStack() as stack:  # each evalset as a Dataset on disk while it is logged
+        datasets = [
+            (stack.enter_context(ev.hf_dataset()), ev.name, candidate.digests[ev.name]) for ev in evalsets
+        ]
+        run_id = registry.log_evaluation(
+            spec.name,
+            run_name=f"{spec.name}-v{candidate.version.version}",
+            params=params,
+            metrics=metrics,
+            tags=tags,
+            tables=tables,
+            artifacts=artifacts,
+            datasets=datasets,
+        )
     registry.set_version_tags(
         spec.name,
         candidate.version.version,
@@ -389,7 +390,7 @@ def promote(
 def gate(
     spec: AppSpec,
     evaluation: Evaluation,
-    champion_items: dict[str, dict[str, float]] | None,
+    champion_items: Mapping[str, Mapping[str, float]] | None,
     candidate: Candidate,
 ) -> GateReport:
     return evaluate_gates(

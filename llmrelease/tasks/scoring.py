@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from llmrelease.metrics import METRICS_DIR
 from llmrelease.specs import Scorer
+from llmrelease.tasks.items import ScoreBuilder, Scores
 
-__all__ = ["Scores", "score_outputs", "field_value"]
+__all__ = ["Scores", "score_outputs", "score_chunk", "structured_output_scores", "field_value"]
 
 _MODULES = {"exact_match": "exact_match", "json_valid": "json_validity", "rouge_l": "rouge_l"}
-
-
-@dataclass
-class Scores:
-    """``items[metric][item_id]`` in [0, 1]; ``aggregates[metric]`` their mean."""
-
-    items: dict[str, dict[str, float]] = field(default_factory=dict)
-    aggregates: dict[str, float] = field(default_factory=dict)
-
-    def merge(self, other: Scores) -> None:
-        self.items.update(other.items)
-        self.aggregates.update(other.aggregates)
 
 
 @cache
@@ -67,16 +55,16 @@ def _reference_value(reference: str | dict[str, Any] | None, key: str | None) ->
     return field_value(reference, key)
 
 
-def score_outputs(
-    evalset: str,
+def score_chunk(
     scorers: list[Scorer],
-    ids: list[str],
     outputs: list[str],
     references: list[str | dict[str, Any] | None],
     *,
     response_schema: dict[str, Any] | None,
-) -> Scores:
-    scores = Scores()
+) -> dict[str, list[float]]:
+    """Per-item scores of one chunk, by scorer name (plus ``json_parses`` and ``schema_conforms``
+    when the model has a response schema)."""
+    out: dict[str, list[float]] = {}
     for scorer in scorers:
         metric = _metric(scorer.kind)
         if scorer.kind == "json_valid":
@@ -87,26 +75,36 @@ def score_outputs(
             preds = [field_value(o, scorer.field) if scorer.field else (o or "").strip() for o in outputs]
             refs = [_reference_value(r, scorer.field) for r in references]
             result = metric.compute(predictions=preds, references=refs)
-        name = f"{evalset}.{scorer.name}"
-        per_item = [float(x) for x in result["per_item"]]
-        scores.items[name] = dict(zip(ids, per_item, strict=True))
-        scores.aggregates[name] = sum(per_item) / len(per_item) if per_item else 0.0
+        out[scorer.name] = [float(x) for x in result["per_item"]]
     if response_schema is not None:
-        scores.merge(structured_output_scores(evalset, ids, outputs, response_schema))
-    return scores
+        # Built in whenever the model has a response schema: the output is JSON, and it satisfies
+        # the schema. Decode-time enforcement should make both 1.0; measuring them catches
+        # truncation at max_tokens and backends that ignore the schema.
+        result = _metric("json_valid").compute(predictions=outputs, schema=json.dumps(response_schema))
+        out["json_parses"] = [float(x) for x in result["parses"]]
+        out["schema_conforms"] = [float(x) for x in result["per_item"]]
+    return out
+
+
+def score_outputs(
+    evalset: str,
+    scorers: list[Scorer],
+    ids: list[str],
+    outputs: list[str],
+    references: list[str | dict[str, Any] | None],
+    *,
+    response_schema: dict[str, Any] | None,
+) -> Scores:
+    """One evalset's scores in one go (``<evalset>.<scorer>`` per item and as means)."""
+    builder = ScoreBuilder()
+    chunk = score_chunk(scorers, outputs, references, response_schema=response_schema)
+    builder.add(ids, {f"{evalset}.{name}": values for name, values in chunk.items()})
+    return builder.build()
 
 
 def structured_output_scores(
     evalset: str, ids: list[str], outputs: list[str], response_schema: dict[str, Any]
 ) -> Scores:
-    """Built in whenever the model has a response schema: ``<evalset>.json_parses`` (the output is
-    JSON) and ``<evalset>.schema_conforms`` (and it satisfies the schema), per item and as rates.
-    Decode-time enforcement should make both 1.0; measuring them catches truncation at
-    ``max_tokens`` and backends that ignore the schema."""
-    result = _metric("json_valid").compute(predictions=outputs, schema=json.dumps(response_schema))
-    scores = Scores()
-    for suffix, per_item in (("json_parses", result["parses"]), ("schema_conforms", result["per_item"])):
-        values = [float(x) for x in per_item]
-        scores.items[f"{evalset}.{suffix}"] = dict(zip(ids, values, strict=True))
-        scores.aggregates[f"{evalset}.{suffix}"] = sum(values) / len(values) if values else 0.0
-    return scores
+    """Only the built-in structured-output checks: ``<evalset>.json_parses`` and
+    ``<evalset>.schema_conforms``, per item and as rates."""
+    return score_outputs(evalset, [], ids, outputs, [None] * len(outputs), response_schema=response_schema)

@@ -1,52 +1,114 @@
-"""Serving measurements of a batch: throughput, latency percentiles, tokens and cost. Pure logic."""
+"""Serving measurements of an evaluation: throughput, latency percentiles, tokens and cost. Pure logic.
+
+Generations arrive chunk by chunk; only their numbers are kept (a few arrays of one value per
+item), not the generations themselves.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from llmrelease.engines.base import GenerationBatch
+from llmrelease.engines.base import Generation, GenerationBatch
 from llmrelease.specs import Pricing
 
-__all__ = ["serving_metrics"]
+__all__ = ["ServingStats", "serving_metrics"]
 
 
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if values else 0.0
+@dataclass
+class ServingStats:
+    """Per-item token counts and timings of every generation so far, and the generation wall time."""
+
+    wall_s: float = 0.0
+    _cols: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def add(self, generations: list[Generation]) -> None:
+        def col(values: list[float | None]) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+        new = {
+            "prompt_tokens": col([g.prompt_tokens for g in generations]),
+            "output_tokens": col([g.output_tokens for g in generations]),
+            "cached_tokens": col([g.cached_tokens for g in generations]),
+            "latency_s": col([g.latency_s for g in generations]),
+            "ttft_s": col([g.ttft_s for g in generations]),
+            "tpot_s": col([g.tpot_s for g in generations]),
+            "truncated": col([float(g.finish_reason == "length") for g in generations]),
+        }
+        for name, values in new.items():
+            self._cols.setdefault(name, []).append(values)
+
+    @classmethod
+    def of(cls, batch: GenerationBatch) -> ServingStats:
+        stats = cls(wall_s=batch.wall_s)
+        stats.add(batch.generations)
+        return stats
+
+    def column(self, name: str) -> np.ndarray:
+        parts = self._cols.get(name)
+        if not parts:
+            return np.zeros(0)
+        if len(parts) > 1:  # join once, keep the joined array
+            self._cols[name] = parts = [np.concatenate(parts)]
+        return parts[0]
+
+    @property
+    def items(self) -> int:
+        return len(self.column("output_tokens"))
+
+    @property
+    def output_tokens(self) -> int:
+        return int(self.column("output_tokens").sum())
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def serving_metrics(batch: GenerationBatch, pricing: Pricing | None) -> dict[str, float]:
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def serving_metrics(stats: ServingStats, pricing: Pricing | None) -> dict[str, float]:
     """Aggregates logged as MLflow metrics under ``serving.``. In an offline batch, TTFT and latency
-    are measured from the batch's submission, so they include queueing behind other items."""
-    gens = batch.generations
-    n = len(gens)
-    latency = [g.latency_s for g in gens]
-    ttft = [g.ttft_s for g in gens if g.ttft_s is not None]
-    tpot = [t for g in gens if (t := g.tpot_s) is not None]
-    prompt_tokens = sum(g.prompt_tokens for g in gens)
-    cached = sum(g.cached_tokens for g in gens)
+    are measured from the item's submission to the engine (a chunk at a time), so they include
+    queueing behind other items."""
+    n = stats.items
+    latency = stats.column("latency_s")
+    ttft = stats.column("ttft_s")
+    ttft = ttft[~np.isnan(ttft)]
+    tpot = stats.column("tpot_s")
+    tpot = tpot[~np.isnan(tpot)]
+    prompt_tokens = stats.column("prompt_tokens")
+    output_tokens = stats.column("output_tokens")
+    cached = stats.column("cached_tokens")
     out: dict[str, float] = {
         "serving.items": float(n),
-        "serving.wall_s": batch.wall_s,
-        "serving.tokens_per_s": batch.tokens_per_s,
-        "serving.prompt_tokens": float(prompt_tokens),
-        "serving.output_tokens": float(batch.output_tokens),
-        "serving.cached_prompt_tokens": float(cached),
-        "serving.mean_output_tokens": batch.output_tokens / n if n else 0.0,
+        "serving.wall_s": stats.wall_s,
+        "serving.tokens_per_s": stats.tokens_per_s,
+        "serving.prompt_tokens": float(prompt_tokens.sum()),
+        "serving.output_tokens": float(output_tokens.sum()),
+        "serving.cached_prompt_tokens": float(cached.sum()),
+        "serving.mean_output_tokens": float(output_tokens.sum()) / n if n else 0.0,
         "serving.latency_p50_s": _pct(latency, 50),
         "serving.latency_p95_s": _pct(latency, 95),
-        "serving.truncated_rate": (sum(g.finish_reason == "length" for g in gens) / n) if n else 0.0,
+        "serving.truncated_rate": float(stats.column("truncated").mean()) if n else 0.0,
     }
-    if ttft:
+    if len(ttft):
         out["serving.ttft_p50_s"] = _pct(ttft, 50)
         out["serving.ttft_p95_s"] = _pct(ttft, 95)
-    if tpot:
+    if len(tpot):
         out["serving.tpot_p50_s"] = _pct(tpot, 50)
         out["serving.tpot_p95_s"] = _pct(tpot, 95)
     if pricing is not None and n:
         if pricing.gpu_per_hour is not None:  # self-hosted: the batch's share of the machine's time
-            total = pricing.gpu_per_hour * batch.wall_s / 3600
+            total = pricing.gpu_per_hour * stats.wall_s / 3600
         else:
-            total = sum(pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in gens)
+            total = sum(
+                pricing.cost(int(p), int(o), int(c))
+                for p, o, c in zip(prompt_tokens, output_tokens, cached, strict=True)
+            )
         out["cost.total"] = total
         out["cost.per_1k_requests"] = total / n * 1000
     return out
