@@ -132,3 +132,17 @@ def test_tables_are_what_mlflow_and_pandas_read(tmp_path: Path) -> None:
     empty = tmp_path / "rows.json"
     records_table([], ["metric"])(empty)
     assert json.loads(empty.read_text()) == {"columns": ["metric"], "data": []}
+
+
+def test_pairing_uses_shared_items_in_sorted_id_order() -> None:
+    from llmrelease.tasks.items import paired
+
+    cand = ScoreColumn.from_dict({"b": 1.0, "a": 0.0, "c": 0.5})
+    same_ids = ScoreColumn(cand.item_ids, np.array([0.0, 1.0, 0.5]))
+    x, y = paired(cand, same_ids)
+    assert x.tolist() == [0.0, 1.0, 0.5] and y.tolist() == [1.0, 0.0, 0.5]  # a, b, c
+    # Other order and only partly the same items (a plain dict works too): the shared ones, sorted.
+    x, y = paired(cand, {"c": 0.0, "a": 1.0, "z": 1.0})
+    assert x.tolist() == [0.0, 0.5] and y.tolist() == [1.0, 0.0]  # a, c
+    x, y = paired(cand, {})
+    assert len(x) == len(y) == 0

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from llmrelease.specs import Bootstrap, Gate, GatePolicy, lower_is_better
+from llmrelease.tasks.items import paired
 
 __all__ = ["GateResult", "GateReport", "paired_bootstrap", "evaluate_gates"]
 
@@ -95,7 +96,7 @@ def _rule(gate: Gate) -> str:
 def _decide(
     gate: Gate,
     value: float | None,
-    items: dict[str, float],
+    items: Mapping[str, float],
     champion_items: Mapping[str, Mapping[str, float]] | None,
     bootstrap: Bootstrap,
 ) -> tuple[Verdict, str, dict[str, Any]]:
@@ -117,32 +118,32 @@ def _decide(
         )
     if champion_items is None:
         return "skipped", "no champion yet: first release", {}
-    champ = champion_items.get(gate.metric, {})
-    common = sorted(set(items) & set(champ))
-    if not common:
+    cand, champ = paired(items, champion_items.get(gate.metric, {}))
+    n = len(cand)
+    if not n:
         return "fail", "no items in common with the champion: cannot compare", {}
     margin = float(gate.max_regression or 0.0)
-    delta, lo, hi = paired_bootstrap(np.array([items[i] - champ[i] for i in common]), bootstrap)
+    delta, lo, hi = paired_bootstrap(cand - champ, bootstrap)
     conf = int(round(bootstrap.confidence * 100))
     if lower_is_better(gate.metric):
         # Delta is still (candidate - champion); a rise is the regression: its upper bound decides.
         ok = hi <= margin
         evidence = (
-            f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
+            f"paired on {n} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
             f"upper bound {'<=' if ok else '>'} {margin:+.4f} (lower is better)"
         )
     else:
         ok = lo >= -margin
         evidence = (
-            f"paired on {len(common)} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
+            f"paired on {n} items: delta {delta:+.4f}, {conf}% CI [{lo:+.4f}, {hi:+.4f}]; "
             f"lower bound {'>=' if ok else '<'} {-margin:+.4f}"
         )
     extra = {
-        "champion_value": float(np.mean([champ[i] for i in common])),
+        "champion_value": float(champ.mean()),
         "delta": delta,
         "ci_low": lo,
         "ci_high": hi,
-        "n": len(common),
+        "n": n,
     }
     return ("pass" if ok else "fail"), evidence, extra
 

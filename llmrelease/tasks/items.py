@@ -28,6 +28,7 @@ __all__ = [
     "ScoreColumn",
     "Scores",
     "ScoreBuilder",
+    "paired",
     "ItemSpool",
     "scores_to_json",
     "scores_from_json",
@@ -50,6 +51,11 @@ class ItemIds:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def sorted_order(self) -> np.ndarray:
+        """Positions in sorted id order."""
+        return np.array(sorted(range(len(self.ids)), key=self.ids.__getitem__), dtype=np.intp)
 
 
 class ScoreColumn(Mapping[str, float]):
@@ -87,6 +93,21 @@ class ScoreColumn(Mapping[str, float]):
     @classmethod
     def from_dict(cls, scores: Mapping[str, float]) -> ScoreColumn:
         return cls(ItemIds(list(scores)), np.fromiter(scores.values(), dtype=float, count=len(scores)))
+
+
+def paired(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides' scores on the items they share, in sorted id order (the order paired statistics
+    resample in, so a verdict does not depend on row order). Columns over the same ids (a
+    candidate and its champion on an unchanged evalset) pair without building any set."""
+    a = a if isinstance(a, ScoreColumn) else ScoreColumn.from_dict(a)
+    b = b if isinstance(b, ScoreColumn) else ScoreColumn.from_dict(b)
+    if a.item_ids is b.item_ids or a.item_ids.ids == b.item_ids.ids:
+        order = a.item_ids.sorted_order
+        return a.values[order], b.values[order]
+    common = sorted(a.item_ids.index.keys() & b.item_ids.index.keys())
+    ia = np.fromiter((a.item_ids.index[i] for i in common), dtype=np.intp, count=len(common))
+    ib = np.fromiter((b.item_ids.index[i] for i in common), dtype=np.intp, count=len(common))
+    return a.values[ia], b.values[ib]
 
 
 @dataclass

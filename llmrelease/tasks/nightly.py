@@ -24,7 +24,7 @@ from llmrelease.project import AppSpec
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, evaluate
 from llmrelease.tasks.gates import evaluate_gates
-from llmrelease.tasks.items import records_table, scores_from_json, scores_to_json
+from llmrelease.tasks.items import paired, records_table, scores_from_json, scores_to_json
 from llmrelease.tasks.release import guard_digest, guard_evaluation, release_specs
 
 __all__ = [
@@ -146,19 +146,16 @@ def compare(
         now_scores = now_items[metric]
         then_scores = release_items.get(metric) if same_digest.get(evalset, False) else None
         if then_scores:
-            common = sorted(set(now_scores) & set(then_scores))
-            if not common:
+            now_paired, then_paired = paired(now_scores, then_scores)
+            n = len(now_paired)
+            if not n:
                 notes.append(f"{metric}: no item in common with the release run")
                 continue
-            at_release = sum(then_scores[i] for i in common) / len(common)
-            now = sum(now_scores[i] for i in common) / len(common)
-            changed = sum(1 for i in common if abs(now_scores[i] - then_scores[i]) > _SAME)
+            at_release = float(then_paired.mean())
+            now = float(now_paired.mean())
+            changed = int((abs(now_paired - then_paired) > _SAME).sum())
             delta = now - at_release
-            rows.append(
-                DriftRow(
-                    metric, at_release, now, delta, changed, abs(delta) > tolerance, "items", len(common)
-                )
-            )
+            rows.append(DriftRow(metric, at_release, now, delta, changed, abs(delta) > tolerance, "items", n))
             continue
         at_release_agg = release_metrics.get(metric)
         now_agg = now_metrics.get(metric)
