@@ -300,3 +300,18 @@ def test_tally_over_chunks_that_span_evalsets_matches_one_pass() -> None:
         ("tickets", "i0"),
         ("tickets", "i2"),
     ]
+
+
+def test_flagged_items_are_all_counted_and_the_first_of_each_kind_kept(monkeypatch) -> None:
+    from llmrelease.tasks import guard as guard_mod
+
+    monkeypatch.setattr(guard_mod, "FLAGGED_KEPT", 2)
+    items = _items("t", ["unsafe\nS1"] * 5 + ["safe"] * 3, ["safe"] * 5 + ["unsafe\nS7"] * 3)
+    tally = guard_mod.GuardTally(SPEC, ["t"])
+    tally.add(items)
+    assert tally.flagged_count == 8
+    assert [f["id"] for f in tally.flagged] == ["i0", "i1", "i5", "i6"]
+    outcome = guard_mod.GuardOutcome(*tally.result(), "", tally.flagged, tally.flagged_count)
+    summary = guard_mod.guard_summary(outcome, limit=3)
+    assert summary["flagged_count"] == 8
+    assert [f["id"] for f in summary["flagged"]] == ["i0", "i1", "i5"]  # responses first

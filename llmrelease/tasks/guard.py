@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 _MEMO_MAX = 200_000
+FLAGGED_KEPT = 1000
+"""Flagged items kept for reports, per kind (flagged response / flagged prompt only); all are counted,
+and every item's verdicts are in the run's table."""
 
 
 def verdict_regex(codes: list[str]) -> str:
@@ -142,7 +145,10 @@ class GuardOutcome:
     metrics: dict[str, float]
     description: str = ""
     flagged_items: list[dict[str, Any]] = field(default_factory=list)
-    """Only the flagged items (prompt or response unsafe or unparsed), in evalset order."""
+    """Flagged items (prompt or response unsafe or unparsed), in evalset order: the first
+    ``FLAGGED_KEPT`` with a flagged response and the first ``FLAGGED_KEPT`` flagged on the prompt only."""
+    flagged_count: int = 0
+    """Every flagged item, counted."""
 
     def flagged(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Flagged items, responses first: what a reviewer reads in the report."""
@@ -165,6 +171,8 @@ class GuardTally:
         self._sums: dict[str, float] = defaultdict(float)
         self._count = 0
         self.flagged: list[dict[str, Any]] = []
+        self.flagged_count = 0
+        self._kept = {True: 0, False: 0}  # by "the response is flagged"
 
     def add(self, items: list[GuardItem]) -> None:
         start = 0
@@ -203,17 +211,23 @@ class GuardTally:
         for _, run_metric, values in columns:
             self._sums[run_metric] += sum(values)
         self._count += len(group)
-        self.flagged.extend(
-            {
-                "evalset": it.evalset,
-                "id": it.id,
-                "prompt": it.prompt.label if it.prompt else None,
-                "response": it.response.label if it.response else None,
-                "tags": list(it.tags),
-            }
-            for it in group
-            if it.flagged()
-        )
+        for it in group:
+            if not it.flagged():
+                continue
+            self.flagged_count += 1
+            by_response = it.response is not None and it.response.unsafe
+            if self._kept[by_response] >= FLAGGED_KEPT:
+                continue  # counted, not kept: a report lists the first ones, the table has all
+            self._kept[by_response] += 1
+            self.flagged.append(
+                {
+                    "evalset": it.evalset,
+                    "id": it.id,
+                    "prompt": it.prompt.label if it.prompt else None,
+                    "response": it.response.label if it.response else None,
+                    "tags": list(it.tags),
+                }
+            )
 
     def result(self, share: dict[str, Any] | None = None) -> tuple[Scores, dict[str, float]]:
         """(scores, metrics); ``share``: evalset name -> the evaluation's ItemIds, reused."""
@@ -310,7 +324,7 @@ def run_guard(
             "guard.s_per_item": classify_s / len(items) if len(items) else 0.0,
         }
     )
-    return GuardOutcome(scores, metrics, spec.description, tally.flagged)
+    return GuardOutcome(scores, metrics, spec.description, tally.flagged, tally.flagged_count)
 
 
 def apply_guard(evaluation: Any, outcome: GuardOutcome) -> None:
@@ -334,6 +348,6 @@ def guard_summary(outcome: GuardOutcome, limit: int = 20) -> dict[str, Any]:
         "rates": rates,
         "classifications": int(outcome.metrics.get("guard.classifications", 0)),
         "s_per_item": outcome.metrics.get("guard.s_per_item"),
-        "flagged_count": len(flagged),
+        "flagged_count": outcome.flagged_count,
         "flagged": flagged[:limit],
     }
