@@ -109,10 +109,12 @@ def test_release_records_aliases_tags_metrics_table_and_datasets(history, shared
     assert len(table["data"]) == 72 + 16  # tickets and red-team prompts
     # In evalset row order although they were generated in chunks.
     rows = [dict(zip(table["columns"], r, strict=True)) for r in table["data"]]
+    from llmrelease.project import load_app
+
     expected = [
-        (name, json.loads(line)["id"])
-        for name in ("tickets", "redteam")
-        for line in (shared / f"evalsets/{APP}/{name}.jsonl").read_text().splitlines()
+        (ref.name, json.loads(line)["id"])
+        for ref in load_app(shared, APP).evalsets
+        for line in ref.path.read_text().splitlines()
     ]
     assert [(r["evalset"], r["id"]) for r in rows] == expected
     assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [
