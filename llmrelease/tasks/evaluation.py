@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmrelease.engines.base import Engine, Messages, Progress, generate_chunks
+from llmrelease.engines.base import Engine, Generation, Messages, Progress, generate_chunks
 from llmrelease.errors import InputError
 from llmrelease.specs import EvalsetRow, ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
@@ -128,22 +128,7 @@ def evaluate(
             response_schema=model.response_schema,
         )
         builders[ev.name].add([r.id for r in rows], {f"{ev.name}.{k}": v for k, v in chunk_scores.items()})
-        spool.append(
-            {
-                "evalset": ev.name,
-                "id": row.id,
-                "output": gen.text,
-                "reference": row.reference
-                if row.reference is None or isinstance(row.reference, str)
-                else _json(row.reference),
-                "prompt_tokens": gen.prompt_tokens,
-                "output_tokens": gen.output_tokens,
-                "latency_s": round(gen.latency_s, 4),
-                "ttft_s": round(gen.ttft_s, 4) if gen.ttft_s is not None else None,
-                **{name: values[n] for name, values in chunk_scores.items()},
-            }
-            for n, (row, gen) in enumerate(zip(rows, gens, strict=True))
-        )
+        spool.append(_records(ev.name, rows, gens, chunk_scores))
     serving.wall_s = last - t0  # until the last output, not counting the last chunk's scoring
     scores = Scores()
     item_ids = {}
@@ -152,6 +137,26 @@ def evaluate(
         item_ids[name] = builder.item_ids
     metrics = {**scores.aggregates, **serving_metrics(serving, model.pricing)}
     return Evaluation(serving, scores, metrics, spool, item_ids, info)
+
+
+def _records(
+    evalset: str, rows: list[EvalsetRow], gens: list[Generation], scores: dict[str, list[float]]
+) -> Iterator[dict[str, Any]]:
+    """One table record per item: what was asked for, what came back, how long it took, its scores."""
+    for n, (row, gen) in enumerate(zip(rows, gens, strict=True)):
+        yield {
+            "evalset": evalset,
+            "id": row.id,
+            "output": gen.text,
+            "reference": row.reference
+            if row.reference is None or isinstance(row.reference, str)
+            else _json(row.reference),
+            "prompt_tokens": gen.prompt_tokens,
+            "output_tokens": gen.output_tokens,
+            "latency_s": round(gen.latency_s, 4),
+            "ttft_s": round(gen.ttft_s, 4) if gen.ttft_s is not None else None,
+            **{name: values[n] for name, values in scores.items()},
+        }
 
 
 def _json(obj: Any) -> str:
