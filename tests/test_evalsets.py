@@ -130,6 +130,18 @@ def test_chunk_size_comes_from_the_environment(monkeypatch) -> None:
             chunk_rows()
 
 
+def test_a_bad_chunk_size_fails_while_loading_before_anything_is_registered(
+    project: Path, monkeypatch
+) -> None:
+    from llmrelease.errors import InputError
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evalsets import load_evalsets
+
+    monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", "0")
+    with pytest.raises(InputError, match="must be a positive integer"):
+        load_evalsets(load_app(project, "support-triage"))
+
+
 def test_the_dataset_logged_to_mlflow_holds_every_row(tmp_path: Path) -> None:
     ev = _loaded(tmp_path, 5)
     with ev.hf_dataset() as ds:

@@ -204,6 +204,7 @@ def rows_digest(rows: list[EvalsetRow]) -> str:
 
 def load_evalsets(app: AppSpec) -> list[Evalset]:
     """Validate every evalset of the app in one streaming pass each; keep count and digest."""
+    chunk_rows()  # a bad LLMRELEASE_CHUNK_ROWS fails here, before anything is registered
     variables = app.prompt.variables
     out = []
     for ref in app.evalsets:
