@@ -90,11 +90,9 @@ def _preflight(project: Path, app_name: str, prompt: Path | None, model: Path | 
     """Validate specs and every evalset row before starting Prefect: bad input fails in a second,
     with file, line and field, and nothing is registered."""
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import read_evalset
+    from llmrelease.tasks.evalsets import load_evalsets
 
-    spec = load_app(project, app_name, prompt_file=prompt, model_file=model)
-    for ref in spec.evalsets:
-        read_evalset(ref, spec.prompt.variables)
+    load_evalsets(load_app(project, app_name, prompt_file=prompt, model_file=model))  # streams: keeps no rows
 
 
 def run_release(
