@@ -277,12 +277,12 @@ def run_guard(
         nonlocal classify_s, classifications
         conversations: list[list[Turn]] = []
         slots: list[tuple[int, str]] = []
-        chunk_rows_: list[tuple[str, Any]] = []
+        pairs: list[tuple[str, Any]] = []
         for n, record in enumerate(records):
             pair = next(rows, None)
             if pair is None or (pair[0], pair[1].id) != (record["evalset"], record["id"]):
                 raise ValueError(f"the evaluation's records do not match the evalset rows at item {n}")
-            chunk_rows_.append(pair)
+            pairs.append(pair)
             messages = prompt.render(pair[1].vars)
             for check in spec.check:
                 conversations.append(
@@ -298,7 +298,7 @@ def run_guard(
         tally.add(
             [
                 GuardItem(ev, row.id, f.get("prompt"), f.get("response"), tuple(row.tags))
-                for (ev, row), f in zip(chunk_rows_, found, strict=True)
+                for (ev, row), f in zip(pairs, found, strict=True)
             ]
         )
         out = []
