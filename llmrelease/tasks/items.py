@@ -148,11 +148,11 @@ class ScoreBuilder:
     def build(self, share: ItemIds | None = None) -> Scores:
         """The columns; ``share``: ids already held for the same items (the evaluation's), reused
         when they are the same so a second copy of every id string is not kept."""
-        item_ids = share if share is not None and share.ids == self._ids else ItemIds(self._ids)
-        self.item_ids = item_ids
+        if share is not None and share.ids == self._ids:
+            self.item_ids = share
         scores = Scores()
         for metric, parts in self._parts.items():
-            column = ScoreColumn(item_ids, np.concatenate(parts) if parts else np.zeros(0))
+            column = ScoreColumn(self.item_ids, np.concatenate(parts) if parts else np.zeros(0))
             scores.items[metric] = column
             scores.aggregates[metric] = column.mean()
         return scores
