@@ -84,11 +84,9 @@ def test_reference_is_required_when_a_scorer_compares_with_it(project: Path) -> 
 
 
 def _loaded(tmp_path: Path, n: int):
-    from llmrelease.tasks.evalsets import Evalset, rows_digest
+    from llmrelease.tasks.evalsets import scan_evalset
 
-    ref = ref_for(tmp_path, [good(i) for i in range(n)])
-    rows = read_evalset(ref, ["ticket"])
-    return Evalset(ref, ("ticket",), len(rows), rows_digest(rows))
+    return scan_evalset(ref_for(tmp_path, [good(i) for i in range(n)]), ["ticket"])
 
 
 def test_rows_stream_in_chunks_in_file_order(tmp_path: Path) -> None:

@@ -24,7 +24,15 @@ from llmrelease.errors import EvalsetError, InputError
 from llmrelease.project import AppSpec, EvalsetRef
 from llmrelease.specs import EvalsetRow
 
-__all__ = ["Evalset", "read_evalset", "load_evalsets", "rows_digest", "chunk_rows", "DEFAULT_CHUNK_ROWS"]
+__all__ = [
+    "Evalset",
+    "read_evalset",
+    "scan_evalset",
+    "load_evalsets",
+    "rows_digest",
+    "chunk_rows",
+    "DEFAULT_CHUNK_ROWS",
+]
 
 DEFAULT_CHUNK_ROWS = 2048
 """Rows per chunk through generation, scoring and the guard. Large enough that an engine's batch
@@ -74,10 +82,10 @@ class Evalset:
                 chunk = []
         if chunk:
             yield chunk
-        if h.hexdigest()[:16] != self.digest:
+        if _hex(h) != self.digest:
             raise EvalsetError(
                 f"changed on disk while the release was running (digest {self.digest} when loaded, "
-                f"{h.hexdigest()[:16]} now); re-run the release",
+                f"{_hex(h)} now); re-run the release",
                 file=self.ref.path,
             )
 
@@ -195,23 +203,28 @@ def _hash_row(h: Any, row: EvalsetRow) -> None:
     h.update(b"\n")
 
 
+def _hex(h: Any) -> str:
+    return h.hexdigest()[:16]
+
+
 def rows_digest(rows: list[EvalsetRow]) -> str:
     h = hashlib.sha256()
     for r in rows:
         _hash_row(h, r)
-    return h.hexdigest()[:16]
+    return _hex(h)
+
+
+def scan_evalset(ref: EvalsetRef, variables: list[str]) -> Evalset:
+    """Validate every line in one streaming pass; keep the row count and digest, not the rows."""
+    h = hashlib.sha256()
+    size = 0
+    for _, row in _parse(ref, variables):
+        _hash_row(h, row)
+        size += 1
+    return Evalset(ref, tuple(variables), size, _hex(h))
 
 
 def load_evalsets(app: AppSpec) -> list[Evalset]:
-    """Validate every evalset of the app in one streaming pass each; keep count and digest."""
+    """Every evalset of the app, scanned (:func:`scan_evalset`)."""
     chunk_rows()  # a bad LLMRELEASE_CHUNK_ROWS fails here, before anything is registered
-    variables = app.prompt.variables
-    out = []
-    for ref in app.evalsets:
-        h = hashlib.sha256()
-        size = 0
-        for _, row in _parse(ref, variables):
-            _hash_row(h, row)
-            size += 1
-        out.append(Evalset(ref, tuple(variables), size, h.hexdigest()[:16]))
-    return out
+    return [scan_evalset(ref, app.prompt.variables) for ref in app.evalsets]
