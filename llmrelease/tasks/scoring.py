@@ -15,7 +15,7 @@ from llmrelease.metrics import METRICS_DIR
 from llmrelease.specs import Scorer
 from llmrelease.tasks.items import ScoreBuilder, Scores
 
-__all__ = ["Scores", "score_outputs", "score_chunk", "structured_output_scores", "field_value"]
+__all__ = ["score_outputs", "score_chunk", "structured_output_scores", "field_value"]
 
 _MODULES = {"exact_match": "exact_match", "json_valid": "json_validity", "rouge_l": "rouge_l"}
 
