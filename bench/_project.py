@@ -44,6 +44,16 @@ def drop_shadow(project: Path, app: str = APP) -> None:
     (app_dir / "gates.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
 
 
+def make_champion(project: Path, outcome: dict, app: str = APP) -> None:
+    """Make a test-engine release's version champion by hand: a test engine never moves an alias,
+    and benchmarks need a champion for the second release to be compared against."""
+    from llmrelease.mlflow_registry import MlflowRegistry
+
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    [version] = [v for v in registry.versions(app) if v.version == outcome["candidate_version"]]
+    registry.promote(app, version, expected_champion=None, run_id=outcome["run_id"])
+
+
 def make_project(dest: Path, rows: int, *, seed: int = 0) -> Path:
     """A project directory with registry/ copied from the repo and ``rows`` synthetic tickets."""
     shutil.rmtree(dest, ignore_errors=True)

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 def child(rows: int) -> None:
     sys.path.insert(0, str(HERE))
-    from _project import APP, make_project
+    from _project import APP, make_champion, make_project
 
     from llmrelease.runtime import configure
 
@@ -38,7 +38,7 @@ def child(rows: int) -> None:
         (project / "registry" / APP / "prompt.yaml").read_text().replace("{{ ticket }}", "T: {{ ticket }}")
     )
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    release_flow(app=APP, project_dir=str(project))
+    make_champion(project, release_flow(app=APP, project_dir=str(project)))  # a test engine never promotes
     release_flow(app=APP, project_dir=str(project), prompt_file=str(alt))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rows": rows, "peak_mb": peak / 1024, "after_imports_mb": base_rss / 1024}))

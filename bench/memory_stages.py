@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from _project import APP, make_project
+    from _project import APP, make_champion, make_project
 
     from llmrelease.runtime import configure
 
@@ -81,7 +81,7 @@ def main() -> None:
         (project / "registry" / APP / "prompt.yaml").read_text().replace("{{ ticket }}", "T: {{ ticket }}")
     )
     release[0] = stage[0] = "release 1"
-    release_flow(app=APP, project_dir=str(project))
+    make_champion(project, release_flow(app=APP, project_dir=str(project)))  # a test engine never promotes
     release[0] = stage[0] = "release 2"
     release_flow(app=APP, project_dir=str(project), prompt_file=str(alt))
     time.sleep(0.1)

@@ -87,12 +87,11 @@ def _fail(exc: LLMReleaseError) -> None:
 
 
 def _preflight(project: Path, app_name: str, prompt: Path | None, model: Path | None) -> None:
-    """Validate specs and every evalset row before starting Prefect: bad input fails in a second,
-    with file, line and field, and nothing is registered."""
-    from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import load_evalsets
+    """Build the release plan before starting Prefect (the flow's first step builds the same one):
+    bad input fails in seconds, with file, line and field, and nothing is registered."""
+    from llmrelease.plan import build_plan
 
-    load_evalsets(load_app(project, app_name, prompt_file=prompt, model_file=model))  # streams: keeps no rows
+    build_plan(project, app_name, prompt_file=prompt, model_file=model, commit="preflight")
 
 
 def run_release(

@@ -6,12 +6,15 @@ half-registered version behind.
 
 from __future__ import annotations
 
+import functools
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from llmrelease.catalogue import RESERVED_NAMESPACES, MetricCatalogue, MetricCollision, app_catalogue
 from llmrelease.errors import SpecError, UnknownNameError
 from llmrelease.specfile import _node_for, load_spec
 from llmrelease.specs import EvalsetCard, GatePolicy, GuardSpec, ModelSpec, PromptSpec, ShadowSpec
@@ -21,6 +24,7 @@ __all__ = ["AppSpec", "EvalsetRef", "list_apps", "load_app", "git_commit"]
 PROMPT_FILE, MODEL_FILE, GATES_FILE = "prompt.yaml", "model.yaml", "gates.yaml"
 GUARD_FILE = "guard.yaml"
 """Optional: the app's safety classifier (see GuardSpec)."""
+_EVALSET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 SHADOW_FILE = "shadow.yaml"
 """Optional: replay production traffic through champion and candidate (see ShadowSpec)."""
 
@@ -51,28 +55,19 @@ class AppSpec:
     shadow: ShadowSpec | None = None
     shadow_path: Path | None = None
 
-    @staticmethod
-    def has_item_scores(metric: str) -> bool:
-        """Shadow metrics are aggregates of two distributions; every other metric is per item."""
-        return not metric.startswith(("shadow.", "champion.", "candidate."))
+    @functools.cached_property
+    def catalogue(self) -> MetricCatalogue:
+        """Every metric this app's release produces, with its direction and kind (see catalogue.py)."""
+        return app_catalogue(self)
+
+    def has_item_scores(self, metric: str) -> bool:
+        """Whether the catalogue declares per-item scores for ``metric`` (shadow metrics are aggregates)."""
+        return self.catalogue.per_item(metric)
 
     @property
     def metric_names(self) -> list[str]:
-        """Every per-item metric a gate may name: scorers, structured-output rates, guard rates."""
-        names = [f"{e.name}.{s.name}" for e in self.evalsets for s in e.card.scorers]
-        for e in self.evalsets:
-            if self.model.response_schema is not None:
-                names += [f"{e.name}.json_parses", f"{e.name}.schema_conforms"]
-            if self.guard is not None:
-                for check in self.guard.check:
-                    base = f"{e.name}.guard_{check}_unsafe"
-                    names += [base] + [f"{base}.{code}" for code in self.guard.codes]
-                names.append(f"{e.name}.guard_unparsed")
-        if self.shadow is not None:
-            from llmrelease.tasks.shadow_stats import SHADOW_METRICS
-
-            names += list(SHADOW_METRICS)
-        return names
+        """Every metric a gate may name: scorers, structured-output rates, guard rates, shadow aggregates."""
+        return list(self.catalogue)
 
 
 def list_apps(root: Path) -> list[str]:
@@ -137,6 +132,20 @@ def load_app(
                 file=f,
                 fix=f"create {card_path.name} beside it with version, description and scorers",
             )
+        if not _EVALSET_NAME.fullmatch(f.stem):
+            raise SpecError(
+                f"evalset name '{f.stem}' may hold only letters, digits, '_' and '-' (metric names "
+                "are '<evalset>.<score>', so a dot would make them ambiguous)",
+                file=f,
+                fix="rename the file and its card",
+            )
+        if f.stem in RESERVED_NAMESPACES:
+            raise SpecError(
+                f"an evalset may not be called '{f.stem}': metrics named '{f.stem}.*' belong to the "
+                "pipeline's own aggregates",
+                file=f,
+                fix=f"rename it (and its card); reserved: {', '.join(sorted(RESERVED_NAMESPACES))}",
+            )
         card = load_spec(card_path, EvalsetCard)
         if card.kind == "redteam" and guard is None:
             raise SpecError(
@@ -163,7 +172,10 @@ def load_app(
         shadow,
         shadow_path if shadow else None,
     )
-    known = spec.metric_names
+    try:
+        known = spec.metric_names
+    except MetricCollision as exc:
+        raise SpecError(str(exc), file=ev_dir, fix="rename the scorer or the evalset") from None
     for i, gate in enumerate(gates.gates):
         if gate.metric not in known:
             raise SpecError(
@@ -186,7 +198,6 @@ def load_app(
 def _metric_hint(name: str, known: list[str]) -> str:
     """Close matches first, then the available names with per-category guard variants folded."""
     import difflib
-    import re
 
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     folded = list(

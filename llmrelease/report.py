@@ -25,6 +25,7 @@ _STATUS = {
     "already_champion": ("ALREADY CHAMPION", "green"),
     "rejected": ("REJECTED", "red"),
     "conflict": ("NOT PROMOTED (champion moved)", "yellow"),
+    "test_engine": ("NOT PROMOTED (test engine: no verdict on the model)", "yellow"),
 }
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "Message",
@@ -38,7 +38,6 @@ __all__ = [
     "GuardCategory",
     "GuardSpec",
     "LLAMA_GUARD_3_CATEGORIES",
-    "lower_is_better",
     "template_variables",
     "content_hash",
 ]
@@ -348,23 +347,35 @@ class GatePolicy(_Spec):
 # ---------------------------------------------------------------------------------------- evalsets
 
 
-def lower_is_better(metric: str) -> bool:
-    """Guard metrics are unsafe rates (lower is better); every other per-item score is
-    higher-is-better. One place decides, so gates and reports agree."""
-    scorer = metric.split(".", 1)[-1]
-    return scorer.startswith("guard_")
-
-
 class Scorer(_Spec):
-    """One per-item score, aggregated as its mean. All scores are in [0, 1], higher is better."""
+    """One per-item score in [0, 1], aggregated as its mean. Its meaning (direction, unit) is
+    declared here and in the metric catalogue (``llmrelease.catalogue``), never read from its name."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The metric is ``<evalset>.<name>``. Names the pipeline writes itself (``json_parses``,
+    ``schema_conforms``, ``guard_unparsed``, ``guard_prompt_unsafe``, ``guard_response_unsafe``)
+    are refused."""
     kind: Literal["exact_match", "json_valid", "rouge_l"]
     """``exact_match``: output equals reference (both stripped; per ``field`` when given);
     ``json_valid``: output parses as JSON and conforms to the model's response schema;
     ``rouge_l``: ROUGE-L F1 between output and reference text."""
     field: str | None = None
-    """For exact_match/rouge_l: compare this key of the JSON output with the same key of the reference."""
+    """For exact_match/rouge_l: compare this key of the JSON output with the same key of the reference.
+    Every reference must have the key (checked when the evalset loads); an answer without it scores 0."""
+    direction: Literal["higher", "lower"] | None = None
+    """Which way is better. Default: the kind's (``higher`` for every built-in kind). Declare
+    ``lower`` for a score that counts failures, e.g. an exact match on a refusal the app must not give."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, name: str) -> str:
+        from llmrelease.catalogue import BUILTIN_ITEM_SCORES
+
+        if name in BUILTIN_ITEM_SCORES:
+            raise ValueError(
+                f"'{name}' is a score the pipeline writes itself; choose another scorer name"
+            )
+        return name
 
     @model_validator(mode="after")
     def _field_only_where_used(self) -> Scorer:
@@ -579,7 +590,18 @@ class ShadowSpec(_Spec):
     version: str = Field(min_length=1)
     traffic: TrafficSpec
     concurrency: int = Field(default=8, ge=1, le=1024)
-    """Requests in flight per side."""
+    """Requests in flight per side (only one side is in flight at a time, see ``timing``)."""
+    timing: Literal["phases", "recorded"] = "phases"
+    """How the replay is paced. Either way the sample is cut into consecutive blocks and each block is
+    replayed by one side alone, then by the other, in ABBA order (block 1 champion first, block 2
+    candidate first, ...): sent together, both sides' requests would be batched onto the same engine
+    steps of a shared server and their times could not differ; alternating cancels drift and
+    warm-up. ``phases``: each phase as fast as ``concurrency`` allows. ``recorded``: each request at
+    its recorded offset from the phase's first request (times ``time_scale``, at most 30 s between
+    two requests), the same schedule for both sides."""
+    time_scale: float = Field(default=1.0, gt=0)
+    """``timing: recorded`` only: factor on the recorded gaps between requests (a ratio: 0.5 replays
+    twice as fast as recorded, 2 at half the rate)."""
     champion_url: str | None = None
     """An already-running OpenAI-compatible endpoint (``http://host:port/v1``) serving the champion;
     when absent, a vLLM server is started for it."""
@@ -588,3 +610,12 @@ class ShadowSpec(_Spec):
     prefix_caching: bool = True
     """Start servers with prefix caching on (the report shows the hit rate and the saving)."""
     startup_timeout_s: float = Field(default=300, gt=0)
+    """Seconds to wait for a started vLLM server to answer."""
+
+    @field_validator("time_scale")
+    @classmethod
+    def _scale_needs_recorded(cls, v: float, info: ValidationInfo) -> float:
+        # Runs only when time_scale is written: with phases it would be silently ignored.
+        if info.data.get("timing") == "phases":
+            raise ValueError("time_scale applies only with timing: recorded (phases run as fast as they can)")
+        return v

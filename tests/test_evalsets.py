@@ -146,3 +146,21 @@ def test_the_dataset_logged_to_mlflow_holds_every_row(tmp_path: Path) -> None:
         assert ds.num_rows == 5
         assert ds[4]["id"] == "r4" and json.loads(ds[4]["vars"]) == {"ticket": "hello"}
         assert ds[0]["tags"] == ["t"] and json.loads(ds[0]["reference"]) == "x"
+
+
+def test_a_reference_without_the_scorers_field_is_an_input_error(project: Path) -> None:
+    """``field: priority`` on the demo used to score every item 1.0 ('' == ''): now the first
+    reference without the field stops the load, naming its line and the field."""
+    import yaml
+
+    from llmrelease.project import load_app
+    from llmrelease.tasks.evalsets import load_evalsets
+
+    card = project / "evalsets/support-triage/tickets.card.yaml"
+    data = yaml.safe_load(card.read_text())
+    data["scorers"].append({"name": "priority_accuracy", "kind": "exact_match", "field": "priority"})
+    card.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(EvalsetError, match="the reference has no 'priority'") as info:
+        load_evalsets(load_app(project, "support-triage"))
+    assert (info.value.line, info.value.field) == (1, "reference.priority")
+    assert info.value.file and info.value.file.endswith("tickets.jsonl")

@@ -5,8 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmrelease.catalogue import MetricCatalogue, MetricDef
 from llmrelease.specs import Bootstrap, GatePolicy
-from llmrelease.tasks.gates import evaluate_gates, paired_bootstrap
+from llmrelease.tasks.gates import evaluate_gates as _evaluate_gates
+from llmrelease.tasks.gates import paired_bootstrap
+
+CATALOGUE = MetricCatalogue(
+    [
+        MetricDef("e.acc", "higher", True, "score", "scorer:exact_match"),
+        MetricDef("e.bad", "lower", True, "rate", "guard"),
+    ]
+)
+
+
+def evaluate_gates(*args, catalogue: MetricCatalogue = CATALOGUE, **kwargs):
+    return _evaluate_gates(*args, catalogue=catalogue, **kwargs)
 
 POLICY = GatePolicy(
     version="g1",

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from llmrelease.catalogue import MetricCatalogue, guard_metrics, scorer_metrics
 from llmrelease.errors import SpecError
 from llmrelease.guard.prompt import guard_conversation, is_guard_template, llama_guard_3_text
 from llmrelease.guard.verdict import parse_verdict
 from llmrelease.project import load_app
 from llmrelease.specfile import load_spec
-from llmrelease.specs import LLAMA_GUARD_3_CATEGORIES, Gate, GatePolicy, GuardSpec
-from llmrelease.tasks.gates import evaluate_gates
+from llmrelease.specs import LLAMA_GUARD_3_CATEGORIES, EvalsetCard, Gate, GatePolicy, GuardSpec, Scorer
+from llmrelease.tasks.gates import evaluate_gates as _evaluate_gates
 from llmrelease.tasks.guard import GuardItem, summarise, verdict_regex
 
 CODES = [c for c, _ in LLAMA_GUARD_3_CATEGORIES]
@@ -156,6 +157,19 @@ def test_rates_per_evalset_per_category_and_overall() -> None:
     assert scores.items["redteam.guard_response_unsafe"] == {"i0": 0.0, "i1": 1.0, "i2": 1.0, "i3": 1.0}
     # Every category is present (zeros included) so a per-category gate never sees a missing metric.
     assert all(f"tickets.guard_response_unsafe.{c}" in scores.items for c in CODES)
+
+
+def evaluate_gates(*args, **kwargs):
+    """The gates with the catalogue this guard spec and a category-accuracy scorer declare."""
+    card = EvalsetCard(
+        version="c", description="d", scorers=[Scorer(name="category_accuracy", kind="exact_match")]
+    )
+    defs = [
+        *guard_metrics("redteam", SPEC),
+        *guard_metrics("tickets", SPEC),
+        *scorer_metrics("tickets", card),
+    ]
+    return _evaluate_gates(*args, catalogue=MetricCatalogue(defs), **kwargs)
 
 
 def _gate(**rule) -> GatePolicy:

@@ -37,22 +37,104 @@ def test_engine_factory_switch(monkeypatch) -> None:
         default_engine_factory()
 
 
+TEST_ENGINE = "llmrelease.engines.instant:instant_engine"
+
+
+def _edit_yaml(path: Path, edit) -> None:
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 @pytest.mark.e2e
-def test_release_flow_with_the_zero_cost_engine(tmp_path: Path, monkeypatch) -> None:
+def test_a_test_engine_records_its_verdict_as_such_and_moves_no_alias(tmp_path: Path, monkeypatch) -> None:
+    """The zero-cost engine's verdict says nothing about the model: it is recorded under its own
+    candidate key, tagged with the factory, and no alias moves (not even challenger), whatever
+    the gates said."""
     from llmrelease.flows.release import release_flow
+    from llmrelease.mlflow_registry import TAG, MlflowRegistry
+    from llmrelease.project import load_app
+    from llmrelease.tasks.release import candidate_key
 
     project = copy_project(tmp_path / "project", guard=False, shadow=False)  # zero-cost: no guard, no server
-    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
+    gates = project / "registry" / "support-triage" / "gates.yaml"
+    gates.write_text(gates.read_text().replace("min: 0.26", "min: 0.20"))  # 0.25 passes every gate now
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", TEST_ENGINE)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = release_flow(app="support-triage", project_dir=str(project))
     assert out["metrics"]["tickets.schema_conforms"] == 1.0
     assert out["metrics"]["tickets.category_accuracy"] == pytest.approx(0.25)  # always "billing"
-    # 0.25 is the always-one-class rate: the floor gate (0.26) rejects it, and everything is recorded.
-    assert out["status"] == "rejected"
-    assert {g["name"] for g in out["report"]["gates"] if g["verdict"] == "fail"} == {
-        "category-accuracy-floor"
-    }
-    assert out["run_id"] and (project / ".llmrelease" / "mlflow.db").exists()
+    assert out["report"]["passed"] is True
+    assert out["status"] == "test_engine" and out["exit_code"] == 0
+    assert "test engine" in out["notes"][-1]
+
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    for alias in ("champion", "challenger", "previous-champion"):
+        assert registry.alias("support-triage", alias) is None, alias
+    [version] = registry.versions("support-triage")
+    assert version.tags[TAG + "verdict"] == "test_engine"
+    assert version.tags[TAG + "engine_factory"] == TEST_ENGINE
+    spec = load_app(project, "support-triage")
+    assert version.candidate_key != candidate_key(spec.model, spec.prompt)  # a real release is another
+    manifest = registry.load_artifact_dict(out["run_id"], "manifest.json")
+    assert manifest["engine"] == {"backend": "vllm", "factory": TEST_ENGINE}
+    assert version.tags[TAG + "manifest_digest"] == registry.run_tags(out["run_id"])[TAG + "manifest_digest"]
+    assert set(manifest["evalsets"]) == {"tickets"} and manifest["versions"]["mlflow"]
+
+    # The failing floor still fails, with exit code 1, and still moves nothing.
+    gates.write_text(gates.read_text().replace("min: 0.20", "min: 0.26"))
+    prompt = project / "registry" / "support-triage" / "prompt.yaml"
+    prompt.write_text(prompt.read_text().replace("{{ ticket }}", "Ticket: {{ ticket }}"))
+    out = release_flow(app="support-triage", project_dir=str(project))
+    assert out["status"] == "test_engine" and out["exit_code"] == 1
+    assert registry.alias("support-triage", "challenger") is None
+
+
+@pytest.mark.e2e
+def test_champion_scores_are_measured_again_when_the_evalset_card_changed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A scorer added to the card (with a comparison gate on it) is measured on the champion too:
+    its stored scores predate the scorer, so they are not reused ('no items in common' before)."""
+    from llmrelease.flows.release import release_flow
+    from llmrelease.mlflow_registry import MlflowRegistry
+
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", TEST_ENGINE)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = release_flow(app="support-triage", project_dir=str(project))
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    [v1] = registry.versions("support-triage")
+    registry.promote("support-triage", v1, expected_champion=None, run_id=first["run_id"])  # by hand
+
+    card = project / "evalsets" / "support-triage" / "tickets.card.yaml"
+    _edit_yaml(
+        card,
+        lambda c: c["scorers"].append({"name": "category_rouge", "kind": "rouge_l", "field": "category"}),
+    )
+    gate = {"name": "category-rouge-vs-champion", "metric": "tickets.category_rouge", "max_regression": 0.05}
+    _edit_yaml(project / "registry" / "support-triage" / "gates.yaml", lambda g: g["gates"].append(gate))
+    prompt = project / "registry" / "support-triage" / "prompt.yaml"
+    prompt.write_text(prompt.read_text().replace("{{ ticket }}", "Ticket: {{ ticket }}"))
+    out = release_flow(app="support-triage", project_dir=str(project))
+    assert any(
+        "re-evaluated champion v1 (evalset cards changed since its release)" in n for n in out["notes"]
+    )
+    gate = next(g for g in out["report"]["gates"] if g["name"] == "category-rouge-vs-champion")
+    assert gate["n"] == 72 and gate["verdict"] == "pass" and gate["delta"] == 0.0
+
+    # Unchanged inputs: the champion's scores are reused.
+    prompt.write_text(prompt.read_text().replace("Ticket: {{ ticket }}", "Ticket now: {{ ticket }}"))
+    out = release_flow(app="support-triage", project_dir=str(project))
+    assert any(n.startswith("champion scores: re-evaluated") for n in out["notes"])  # v1's run predates it
+    registry.promote(
+        "support-triage", registry.versions("support-triage")[1], expected_champion="1", run_id="x"
+    )
+    prompt.write_text(prompt.read_text().replace("Ticket now: {{ ticket }}", "Ticket then: {{ ticket }}"))
+    out = release_flow(app="support-triage", project_dir=str(project))
+    assert any("champion scores: reused from run" in n for n in out["notes"]), out["notes"]
 
 
 @pytest.mark.e2e
@@ -66,7 +148,7 @@ def test_release_at_an_older_commit_reads_that_commit_and_leaves_the_checkout(
     from tests.conftest import git
 
     project = copy_project(tmp_path / "project", guard=False, shadow=False)
-    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", TEST_ENGINE)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     old = git(project, "rev-parse", "HEAD")
     prompt = project / "registry" / "support-triage" / "prompt.yaml"
@@ -85,8 +167,8 @@ def test_release_at_an_older_commit_reads_that_commit_and_leaves_the_checkout(
 
     at_head = release_flow(app="support-triage", project_dir=str(project))
     assert at_head["candidate_version"] != at_old["candidate_version"]
-    challenger = registry.alias("support-triage", "challenger")
-    assert "Newer:" in json.dumps(registry.load_prompt_template("support-triage", challenger.prompt_version))
+    newest = registry.versions("support-triage")[-1]
+    assert "Newer:" in json.dumps(registry.load_prompt_template("support-triage", newest.prompt_version))
 
 
 class _CountingEngine:

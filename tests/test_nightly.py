@@ -8,10 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from llmrelease.catalogue import MetricCatalogue, MetricDef, shadow_metrics
 from llmrelease.errors import InputError
-from llmrelease.tasks.nightly import DriftReport, DriftRow, NightlyFailed, compare
+from llmrelease.tasks.nightly import DriftReport, DriftRow, NightlyFailed
+from llmrelease.tasks.nightly import compare as _compare
 
 APP = "support-triage"
+CATALOGUE = MetricCatalogue(
+    [
+        MetricDef(m, "higher", True, "score", "scorer:exact_match")
+        for m in ("tickets.acc", "tickets.new_scorer", "a.acc", "b.acc", "fresh.acc")
+    ]
+    + list(shadow_metrics())
+)
+
+
+def compare(*args, **kwargs):
+    return _compare(*args, catalogue=CATALOGUE, **kwargs)
 
 
 def _items(n: int, value: float = 1.0, **overrides: float) -> dict[str, float]:

@@ -96,3 +96,21 @@ def test_structured_output_rates_parse_and_conform() -> None:
     assert s.items["t.json_parses"] == {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}
     assert s.items["t.schema_conforms"] == {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}
     assert s.aggregates == {"t.json_parses": 0.75, "t.schema_conforms": 0.25}
+
+
+@pytest.mark.parametrize("kind", ["exact_match", "rouge_l"])
+def test_an_answer_without_the_compared_field_scores_zero(kind: str) -> None:
+    """Absent is not empty: an answer lacking the field (or not JSON) never matches, even where the
+    metric would call '' and '' equal."""
+    outputs = ['{"category": "a"}', '{"other": "a"}', "not json", '{"category": ""}']
+    refs = [{"category": "a"}, {"category": "a"}, {"category": "a"}, {"category": ""}]
+    scores = score_outputs(
+        "set",
+        [Scorer(name="s", kind=kind, field="category")],
+        ["1", "2", "3", "4"],
+        outputs,
+        refs,
+        response_schema=None,
+    )
+    assert scores.items["set.s"]["2"] == 0.0 and scores.items["set.s"]["3"] == 0.0
+    assert scores.items["set.s"]["1"] == 1.0

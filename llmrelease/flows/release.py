@@ -17,10 +17,8 @@ from llmrelease.tasks.prefect_tasks import (
     evaluate_task,
     gate_task,
     guard_task,
-    load_app_task,
-    load_evalsets_task,
-    load_traffic_task,
     log_task,
+    plan_task,
     promote_task,
     register_candidate_task,
     shadow_task,
@@ -40,18 +38,20 @@ def release(
     tracking_uri: str | None = None,
     artifact_root: str | None = None,
 ) -> ReleaseOutcome:
-    # 1. Read and validate everything first: bad input stops here, before anything is registered.
-    spec, commit = load_app_task(project, app, prompt_file, model_file, git_commit)
+    # 1. Plan: read, check and resolve every input (specs, model sources, engine arguments,
+    #    evalsets, traffic) and write the manifest. Bad input stops here, before anything is registered.
+    plan = plan_task(project, app, prompt_file, model_file, git_commit)
+    spec = plan.spec
     # quote(): Prefect walks task arguments looking for futures; evalsets and per-item results are
     # large (10k rows took 40 s of walking per release), so they are passed through untouched.
-    evalsets = quote(load_evalsets_task(spec))
-    traffic = quote(load_traffic_task(spec))  # production requests for the shadow comparison
+    evalsets = quote(plan.evalsets)
+    traffic = quote(plan.traffic)  # production requests for the shadow comparison
     # Explicit URI > MLFLOW_TRACKING_URI > the project's embedded SQLite store (as the CLI does).
     store = resolve_store(spec.root, tracking_uri)
     registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
 
     # 2. Register the candidate (prompt version + model version), or find it if unchanged.
-    candidate = register_candidate_task(registry, spec, evalsets, commit)
+    candidate = register_candidate_task(registry, quote(plan))
     champion_before = candidate.champion.version if candidate.champion else None
     if candidate.is_champion:
         return ReleaseOutcome(
@@ -75,7 +75,9 @@ def release(
 
     # 4. Gate, record everything, and promote only if every gate passed.
     report = gate_task(spec, quote(evaluation), quote(champion_items), candidate)
-    run_id = log_task(registry, spec, evalsets, candidate, quote(evaluation), report, champion_source)
+    run_id = log_task(
+        registry, spec, evalsets, candidate, quote(evaluation), report, champion_source, quote(plan.manifest)
+    )
     status, note = promote_task(registry, candidate, report, run_id)
 
     after = registry.alias(app, CHAMPION)

@@ -100,11 +100,13 @@ def shadow(
     )
 
     # The policy's shadow gates (absolute rules on shadow.* metrics) decide; nothing moves either way.
-    shadow_gates = [g for g in spec.gates.gates if not spec.has_item_scores(g.metric)]
+    shadow_gates = [g for g in spec.gates.gates if spec.catalogue[g.metric].producer == "shadow"]
     report = None
     if shadow_gates:
         policy = spec.gates.model_copy(update={"gates": shadow_gates})
-        report = evaluate_gates(policy, result.metrics, {}, {}, champion_version=champ.version)
+        report = evaluate_gates(
+            policy, result.metrics, {}, {}, catalogue=spec.catalogue, champion_version=champ.version
+        )
     gates = [asdict(r) for r in report.results] if report else []
     summary = shadow_summary(result)
     title = f"{app}: shadow v{cand.version} vs v{champ.version}"

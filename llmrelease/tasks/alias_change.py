@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from llmrelease.manifest import TEST_ENGINE_VERDICT
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 
 __all__ = ["AliasRecord", "classify", "record_alias_change"]
@@ -46,6 +47,9 @@ def classify(tags: dict[str, str]) -> tuple[Kind, str]:
         return "rollout", f"gates passed in release run {run}"
     if verdict == "failed":
         return "override", f"its gates FAILED in release run {run}"
+    if verdict == TEST_ENGINE_VERDICT:
+        factory = tags.get(TAG + "engine_factory", "?")
+        return "override", f"it was evaluated with a test engine ({factory}), not the model, in run {run}"
     return "override", "it was never evaluated by llmrelease (no release run, no gate verdict)"
 
 

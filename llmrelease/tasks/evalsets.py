@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from llmrelease.errors import EvalsetError, InputError
 from llmrelease.project import AppSpec, EvalsetRef
 from llmrelease.specs import EvalsetRow
+from llmrelease.tasks.scoring import reference_has_field
 
 __all__ = [
     "Evalset",
@@ -146,6 +147,7 @@ def _parse(ref: EvalsetRef, variables: list[str], *, unique: bool = True) -> Ite
     and with ``unique`` ids not repeated. The first bad line raises, naming file, line and field."""
     seen: dict[str, int] = {}
     any_rows = False
+    fields = sorted({s.field for s in ref.card.scorers if s.field})
     with ref.path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -178,6 +180,16 @@ def _parse(ref: EvalsetRef, variables: list[str], *, unique: bool = True) -> Ite
                     line=lineno,
                     field="reference",
                 )
+            if row.reference is not None:
+                for key in fields:
+                    if not reference_has_field(row.reference, key):
+                        raise EvalsetError(
+                            f"the reference has no '{key}' (a scorer of the card compares that field; "
+                            "without it every answer would match nothing against nothing)",
+                            file=ref.path,
+                            line=lineno,
+                            field=f"reference.{key}",
+                        )
             if unique:
                 if row.id in seen:
                     raise EvalsetError(

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from llmrelease.specs import Bootstrap, Gate, GatePolicy, lower_is_better
+from llmrelease.catalogue import MetricCatalogue, MetricDef
+from llmrelease.specs import Bootstrap, Gate, GatePolicy
 from llmrelease.tasks.items import paired
 
 __all__ = ["GateResult", "GateReport", "paired_bootstrap", "evaluate_gates"]
@@ -84,40 +85,41 @@ def paired_bootstrap(diffs: np.ndarray, settings: Bootstrap) -> tuple[float, flo
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _rule(gate: Gate) -> str:
+def _rule(gate: Gate, metric: MetricDef | None) -> str:
     if gate.min is not None:
         return f">= {gate.min:g}"
     if gate.max is not None:
         return f"<= {gate.max:g}"
-    worse = "rise" if lower_is_better(gate.metric) else "drop"
+    worse = "rise" if metric is not None and metric.direction == "lower" else "drop"
     return f"{worse} <= {gate.max_regression:g} vs champion"
 
 
 def _decide(
     gate: Gate,
+    metric: MetricDef | None,
     value: float | None,
     items: Mapping[str, float],
     champion_items: Mapping[str, Mapping[str, float]] | None,
     bootstrap: Bootstrap,
 ) -> tuple[Verdict, str, dict[str, Any]]:
     """(verdict, evidence, extra GateResult fields) for one gate. Missing data fails closed."""
+    if metric is None:
+        return "fail", f"'{gate.metric}' is not in the app's metric catalogue: its meaning is unknown", {}
     if gate.kind == "absolute":
-        if (
-            value is None
-            and champion_items is None
-            and gate.metric.startswith(("shadow.", "champion.", "candidate."))
-        ):
+        if value is None and champion_items is None and metric.producer == "shadow":
             return "skipped", "no champion yet: nothing to shadow", {}
         if value is None:
             return "fail", "metric was not computed", {}
         ok = value >= gate.min if gate.min is not None else value <= (gate.max or 0.0)
         return (
             ("pass" if ok else "fail"),
-            f"{value:.4f} {'meets' if ok else 'misses'} {_rule(gate)}",
+            f"{value:.4f} {'meets' if ok else 'misses'} {_rule(gate, metric)}",
             {"n": len(items)},
         )
     if champion_items is None:
         return "skipped", "no champion yet: first release", {}
+    if not metric.per_item:
+        return "fail", f"'{gate.metric}' has no per-item scores: it cannot be compared item by item", {}
     cand, champ = paired(items, champion_items.get(gate.metric, {}))
     n = len(cand)
     if not n:
@@ -125,7 +127,7 @@ def _decide(
     margin = float(gate.max_regression or 0.0)
     delta, lo, hi = paired_bootstrap(cand - champ, bootstrap)
     conf = int(round(bootstrap.confidence * 100))
-    if lower_is_better(gate.metric):
+    if metric.direction == "lower":
         # Delta is still (candidate - champion); a rise is the regression: its upper bound decides.
         ok = hi <= margin
         evidence = (
@@ -154,16 +156,23 @@ def evaluate_gates(
     items: Mapping[str, Mapping[str, float]],
     champion_items: Mapping[str, Mapping[str, float]] | None,
     *,
+    catalogue: MetricCatalogue,
     champion_version: str | None = None,
 ) -> GateReport:
-    """Every gate's value, rule, interval and verdict. With no champion, comparison gates are skipped."""
+    """Every gate's value, rule, interval and verdict. With no champion, comparison gates are skipped.
+
+    Which way is worse comes from the catalogue (what the producer declared), never from the
+    metric's name; a metric the catalogue does not know fails its gate."""
     report = GateReport(champion_version=champion_version, bootstrap=policy.bootstrap.model_dump())
     for gate in policy.gates:
+        metric = catalogue.get(gate.metric)
         value = aggregates.get(gate.metric)
         verdict, evidence, extra = _decide(
-            gate, value, items.get(gate.metric, {}), champion_items, policy.bootstrap
+            gate, metric, value, items.get(gate.metric, {}), champion_items, policy.bootstrap
         )
         report.results.append(
-            GateResult(gate.name, gate.metric, gate.kind, value, _rule(gate), verdict, evidence, **extra)
+            GateResult(
+                gate.name, gate.metric, gate.kind, value, _rule(gate, metric), verdict, evidence, **extra
+            )
         )
     return report

@@ -17,15 +17,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from llmrelease.catalogue import MetricCatalogue
 from llmrelease.engines.base import Progress
 from llmrelease.errors import InputError, LLMReleaseError
+from llmrelease.manifest import score_parts
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 from llmrelease.project import AppSpec
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, evaluate
 from llmrelease.tasks.gates import evaluate_gates
 from llmrelease.tasks.items import paired, records_table, scores_from_json, scores_to_json
-from llmrelease.tasks.release import guard_digest, guard_evaluation, release_specs
+from llmrelease.tasks.release import guard_digest, guard_evaluation, recorded_score_parts, release_specs
 
 __all__ = [
     "DriftRow",
@@ -118,6 +120,8 @@ def compare(
     now_metrics: dict[str, float],
     same_digest: dict[str, bool],
     tolerance: float,
+    *,
+    catalogue: MetricCatalogue,
 ) -> tuple[list[DriftRow], list[str]]:
     """Rows (one per per-item metric measured now) and notes. Pure.
 
@@ -134,13 +138,13 @@ def compare(
         if not same_digest.get(name, False):
             if any(m.startswith(f"{name}.") for m in release_metrics):
                 notes.append(
-                    f"evalset '{name}' changed since the release (digest differs): its metrics are "
-                    "compared with the release run's aggregates, not item by item"
+                    f"evalset '{name}' changed since the release (its rows, card or scoring code): "
+                    "its metrics are compared with the release run's aggregates, not item by item"
                 )
             else:
                 notes.append(f"evalset '{name}' has no results in the release run (added since?)")
     for metric in sorted(now_items):
-        if not AppSpec.has_item_scores(metric):
+        if not catalogue.per_item(metric):  # what the catalogue declares, not what the name suggests
             continue
         evalset = metric.split(".", 1)[0]
         now_scores = now_items[metric]
@@ -226,7 +230,7 @@ def check_champion(
     run_tags = dict(run.data.tags)
     release_metrics = dict(run.data.metrics)
     digests = {ev.name: ev.digest for ev in evalsets}
-    same = {n: run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in digests.items()}
+    same = _pairable(run_tags, score_parts(spec, evalsets))
     release_items: Mapping[str, Mapping[str, float]] = {}
     if any(same.values()):
         release_items = scores_from_json(registry.load_artifact_dict(run_id, "item_scores.json"))
@@ -236,10 +240,20 @@ def check_champion(
     )
     guard_evaluation(spec, prompt, evalsets, now)
 
-    rows, notes = compare(release_items, now.scores.items, release_metrics, now.metrics, same, tolerance)
+    rows, notes = compare(
+        release_items,
+        now.scores.items,
+        release_metrics,
+        now.metrics,
+        same,
+        tolerance,
+        catalogue=spec.catalogue,
+    )
     if run_tags.get(TAG + "guard.digest", "none") != guard_digest(spec):
         notes.append("the guard changed since the release: guard metrics now come from another classifier")
-    gates = evaluate_gates(spec.gates, now.metrics, now.scores.items, None, champion_version=None)
+    gates = evaluate_gates(
+        spec.gates, now.metrics, now.scores.items, None, catalogue=spec.catalogue, champion_version=None
+    )
     failed = [asdict(r) for r in gates.failed]
     status: DriftStatus = "drift" if failed or any(r.drifted for r in rows) else "ok"
     return DriftReport(
@@ -255,6 +269,20 @@ def check_champion(
         items_now=now.scores.items,
         digests_now=digests,
     )
+
+
+_PAIRING_PARTS = ("rows", "card", "scorer_code")
+"""What must be unchanged for tonight's per-item scores to mean what the release's meant. A new
+engine library or guard is what the nightly check is there to catch, so it does not stop pairing."""
+
+
+def _pairable(run_tags: dict[str, str], now: dict[str, dict[str, str]]) -> dict[str, bool]:
+    then = recorded_score_parts(run_tags)
+    if then is None:  # a release recorded before score parts: the row digest is all there is
+        return {n: run_tags.get(TAG + f"evalset.{n}.digest") == p["rows"] for n, p in now.items()}
+    return {
+        n: n in then and all(then[n].get(k) == p[k] for k in _PAIRING_PARTS) for n, p in now.items()
+    }
 
 
 def _drift_tag(report: DriftReport) -> str:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.plan import ReleasePlan, build_plan
 from llmrelease.project import AppSpec, git_commit, load_app
 from llmrelease.tasks import release as steps
 from llmrelease.tasks.evalsets import Evalset, load_evalsets
@@ -22,6 +24,7 @@ from llmrelease.tasks.progress import progress_bar
 from llmrelease.tasks.traffic import TrafficSample, read_traffic
 
 __all__ = [
+    "plan_task",
     "load_app_task",
     "load_evalsets_task",
     "register_candidate_task",
@@ -36,6 +39,23 @@ __all__ = [
 ]
 
 _IO = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
+
+
+@task(name="plan", cache_policy=NO_CACHE)  # bad input must fail at once, not retry
+def plan_task(
+    project: Path, app: str, prompt_file: Path | None, model_file: Path | None, commit: str | None
+) -> ReleasePlan:
+    """Every input read, checked and resolved (specs, model sources, engine arguments, evalsets,
+    traffic, manifest) before anything is registered."""
+    plan = build_plan(project, app, prompt_file=prompt_file, model_file=model_file, commit=commit)
+    logger = get_run_logger()
+    logger.info("evalsets: %s", ", ".join(f"{e.name} ({e.size} rows)" for e in plan.evalsets))
+    if plan.traffic is not None:
+        logger.info("traffic: %d requests sampled from %d", len(plan.traffic.records), plan.traffic.matched)
+    logger.info("manifest %s; engine %s", plan.manifest_digest, plan.engine_factory)
+    if plan.test_engine:
+        logger.warning("test engine %s: the verdict is recorded, no alias moves", plan.engine_factory)
+    return plan
 
 
 @task(name="load-specs", cache_policy=NO_CACHE)
@@ -74,10 +94,8 @@ def load_traffic_task(spec: AppSpec) -> TrafficSample | None:
 
 
 @task(name="register-candidate", **_IO)
-def register_candidate_task(
-    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], commit: str
-) -> steps.Candidate:
-    c = steps.register_candidate(registry, spec, evalsets, commit)
+def register_candidate_task(registry: MlflowRegistry, plan: ReleasePlan) -> steps.Candidate:
+    c = steps.register_candidate(registry, plan)
     get_run_logger().info(
         "candidate: model version %s (%s), prompt version %s (%s); champion: %s",
         c.version.version,
@@ -200,8 +218,11 @@ def log_task(
     evaluation: Evaluation,
     report: GateReport,
     champion_source: str,
+    manifest: dict[str, Any],
 ) -> str:
-    return steps.log_evaluation(registry, spec, evalsets, candidate, evaluation, report, champion_source)
+    return steps.log_evaluation(
+        registry, spec, evalsets, candidate, evaluation, report, champion_source, manifest=manifest
+    )
 
 
 @task(name="promote", cache_policy=NO_CACHE)

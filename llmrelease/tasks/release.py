@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from llmrelease.engines.base import Progress
 from llmrelease.errors import PromotionConflict
+from llmrelease.manifest import TEST_ENGINE_VERDICT, changed_parts, is_test_engine
 from llmrelease.mlflow_registry import TAG, MlflowRegistry, VersionInfo
+from llmrelease.plan import ReleasePlan
 from llmrelease.project import AppSpec
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
@@ -40,7 +42,7 @@ __all__ = [
     "gate",
 ]
 
-Status = Literal["promoted", "rejected", "already_champion", "conflict"]
+Status = Literal["promoted", "rejected", "already_champion", "conflict", "test_engine"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,15 @@ class Candidate:
     """The champion when the release started: what the candidate is compared against (compare-and-set)."""
     digests: dict[str, str]
     git_commit: str
+    score_parts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per evalset, what its scores depend on besides model and prompt (manifest.score_parts)."""
+    manifest_digest: str = ""
+    engine_factory: str = "vllm"
+
+    @property
+    def test_engine(self) -> bool:
+        """Evaluated with a test engine (LLMRELEASE_ENGINE_FACTORY): recorded, never promoted."""
+        return is_test_engine(self.engine_factory)
 
     @property
     def is_champion(self) -> bool:
@@ -80,14 +91,21 @@ class ReleaseOutcome:
 
     @property
     def exit_code(self) -> int:
+        if self.status == "test_engine":  # gates ran on a test engine's outputs; nothing moved
+            return 0 if self.report is not None and self.report.get("passed") else 1
         return {"promoted": 0, "already_champion": 0, "rejected": 1, "conflict": 3}[self.status]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "exit_code": self.exit_code}
 
 
-def candidate_key(model: ModelSpec, prompt: PromptSpec) -> str:
-    return content_hash({"model": model.digest(), "prompt": prompt.digest()})
+def candidate_key(model: ModelSpec, prompt: PromptSpec, engine_factory: str = "vllm") -> str:
+    """The identity of a candidate. A test engine makes another candidate: its verdict is never
+    attached to the version a real release of the same specs registers."""
+    key = {"model": model.digest(), "prompt": prompt.digest()}
+    if is_test_engine(engine_factory):
+        key["engine_factory"] = engine_factory
+    return content_hash(key)
 
 
 def _flat(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
@@ -99,13 +117,13 @@ def _flat(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def register_candidate(
-    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], git_commit: str
-) -> Candidate:
+def register_candidate(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate:
     """Register (or find) the prompt version and the model version of this candidate.
 
-    Called only after every spec and evalset row validated. A new candidate gets the challenger alias.
+    Called only with a built plan (every input checked). A new candidate gets the challenger alias,
+    unless it is evaluated with a test engine: that moves no alias at all.
     """
+    spec, evalsets, git_commit = plan.spec, plan.evalsets, plan.git_commit
     app = spec.name
     digests = {ev.name: ev.digest for ev in evalsets}
     prompt_version, prompt_created = registry.ensure_prompt_version(
@@ -115,10 +133,11 @@ def register_candidate(
         commit_message=spec.prompt.description or f"{spec.prompt.version} from {git_commit}",
         tags={TAG + "git_commit": git_commit, TAG + "spec_version": spec.prompt.version},
     )
-    key = candidate_key(spec.model, spec.prompt)
+    key = candidate_key(spec.model, spec.prompt, plan.engine_factory)
     params = _flat("", spec.model.model_dump(mode="json"), {})
     params["prompt_version"] = str(prompt_version)
     tags = {TAG + f"evalset.{name}.digest": d for name, d in digests.items()}
+    tags[TAG + "manifest_digest"] = plan.manifest_digest
     champion = registry.alias(app, "champion")
     existing = registry.find_candidate(app, key)
     if existing is None:
@@ -128,15 +147,26 @@ def register_candidate(
                 TAG + "model_spec_version": spec.model.version,
                 TAG + "prompt_spec_version": spec.prompt.version,
                 TAG + "model_spec_digest": spec.model.digest(),
+                TAG + "engine_factory": plan.engine_factory,
             }
         )
     version, created = registry.ensure_model_version(
         app, candidate_key=key, prompt_version=prompt_version, params=params, tags=tags
     )
     candidate = Candidate(
-        app, version, created, prompt_version, prompt_created, champion, digests, git_commit
+        app,
+        version,
+        created,
+        prompt_version,
+        prompt_created,
+        champion,
+        digests,
+        git_commit,
+        plan.score_parts,
+        plan.manifest_digest,
+        plan.engine_factory,
     )
-    if not candidate.is_champion:
+    if not candidate.is_champion and not candidate.test_engine:
         registry.set_challenger(app, version)
     return candidate
 
@@ -258,9 +288,9 @@ def champion_item_scores(
     engine_factory: EngineFactory | None = None,
     progress: Progress | None = None,
 ) -> tuple[Mapping[str, Mapping[str, float]] | None, str]:
-    """The champion's per-item scores on these evalsets: reused from its release run when the
-    evalsets are byte-for-byte the same (same digests) and the guard is the same, else measured
-    again now (guard included)."""
+    """The champion's per-item scores on these evalsets: reused from its release run when nothing
+    its scores depend on changed (rows, cards, scoring code, guard, engine libraries: the score
+    parts of the manifest), else measured again now (guard included)."""
     champion = candidate.champion
     if champion is None:
         return None, "no champion yet"
@@ -271,10 +301,8 @@ def champion_item_scores(
             f"champion v{champion.version} has no llmrelease evaluation run (registered by hand?): "
             "comparison gates cannot pass; release it through llmrelease first"
         )
-    run_tags = registry.run_tags(run_id)
-    same = all(run_tags.get(TAG + f"evalset.{n}.digest") == d for n, d in candidate.digests.items())
-    same_guard = run_tags.get(TAG + "guard.digest", "none") == guard_digest(spec)
-    if same and same_guard:
+    changed = changed_parts(recorded_score_parts(registry.run_tags(run_id)), candidate.score_parts)
+    if not changed:
         stored = registry.load_artifact_dict(run_id, "item_scores.json")
         return scores_from_json(stored), f"reused from run {run_id}"
     model, prompt = release_specs(registry, run_id)
@@ -282,7 +310,7 @@ def champion_item_scores(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
     guard_evaluation(spec, prompt, evalsets, again)
-    why = " and ".join(w for w, changed in (("evalsets", not same), ("the guard", not same_guard)) if changed)
+    why = ", ".join(changed[:-1]) + " and " + changed[-1] if len(changed) > 1 else changed[0]
     return (
         again.scores.items,
         f"re-evaluated champion v{champion.version} ({why} changed since its release)",
@@ -297,8 +325,11 @@ def log_evaluation(
     evaluation: Evaluation,
     report: GateReport,
     champion_source: str,
+    *,
+    manifest: dict[str, Any],
 ) -> str:
-    """One MLflow run: params, metrics (one batch), the per-item table, the gate report, the datasets."""
+    """One MLflow run: params, metrics (one batch), the per-item table, the gate report, the
+    manifest (everything the verdict depends on), the datasets."""
     metrics = dict(evaluation.metrics)
     metrics.update(evaluation.engine_info)
     metrics["gates.passed"] = float(report.passed)
@@ -313,15 +344,21 @@ def log_evaluation(
         "prompt_spec": spec.prompt.version,
         "gate_policy": spec.gates.version,
         "items": str(sum(ev.size for ev in evalsets)),
+        "engine_factory": candidate.engine_factory,
     }
+    verdict = version_verdict(candidate, report)
     tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
+    tags.update(score_part_tags(candidate.score_parts))
     tags[TAG + "guard.digest"] = guard_digest(spec)
-    tags[TAG + "verdict"] = "passed" if report.passed else "failed"
+    tags[TAG + "verdict"] = verdict
     tags[TAG + "model_version"] = candidate.version.version
+    tags[TAG + "manifest_digest"] = candidate.manifest_digest
+    tags[TAG + "engine_factory"] = candidate.engine_factory
     tags["mlflow.note.content"] = (
         f"Gate verdict: {'PASSED' if report.passed else 'FAILED'}. Champion scores: {champion_source}."
     )
     artifacts = {
+        "manifest.json": manifest,
         "gate_report.json": {**report.to_dict(), "champion_scores": champion_source},
         "item_scores.json": scores_to_json(evaluation.scores.items),
         "candidate/model_spec.json": spec.model.model_dump(mode="json"),
@@ -330,7 +367,7 @@ def log_evaluation(
     }
     tables = {"eval/items.json": evaluation.items.write_table}
     if evaluation.shadow is not None:
-        shadow_gates = [asdict(r) for r in report.results if not spec.has_item_scores(r.metric)]
+        shadow_gates = [asdict(r) for r in report.results if spec.catalogue[r.metric].producer == "shadow"]
         artifacts["shadow/report.html"] = evaluation.shadow.html(
             f"{spec.name}: shadow v{candidate.version.version} vs champion "
             f"v{candidate.champion.version if candidate.champion else '-'}",
@@ -360,17 +397,44 @@ def log_evaluation(
             datasets=datasets,
         )
     registry.set_version_tags(
-        spec.name,
-        candidate.version.version,
-        {TAG + "eval_run_id": run_id, TAG + "verdict": "passed" if report.passed else "failed"},
+        spec.name, candidate.version.version, {TAG + "eval_run_id": run_id, TAG + "verdict": verdict}
     )
     return run_id
+
+
+def version_verdict(candidate: Candidate, report: GateReport) -> str:
+    """What the version's verdict tag says: a test engine's gates say nothing about the model."""
+    if candidate.test_engine:
+        return TEST_ENGINE_VERDICT
+    return "passed" if report.passed else "failed"
+
+
+_SCORE_KEY = TAG + "score_parts."
+
+
+def score_part_tags(parts: dict[str, dict[str, str]]) -> dict[str, str]:
+    """One run tag per evalset holding its score parts (compact JSON, well under MLflow's limit)."""
+    return {
+        _SCORE_KEY + name: json.dumps(p, sort_keys=True, separators=(",", ":"))
+        for name, p in parts.items()
+    }
+
+
+def recorded_score_parts(run_tags: dict[str, str]) -> dict[str, dict[str, str]] | None:
+    """The score parts a release run recorded; None for runs recorded before they existed."""
+    found = {k[len(_SCORE_KEY) :]: json.loads(v) for k, v in run_tags.items() if k.startswith(_SCORE_KEY)}
+    return found or None
 
 
 def promote(
     registry: MlflowRegistry, candidate: Candidate, report: GateReport, run_id: str
 ) -> tuple[Status, str]:
     """Move the aliases only when every gate passed and the champion is still the one compared against."""
+    if candidate.test_engine:
+        return "test_engine", (
+            f"not promoted: evaluated with a test engine ({candidate.engine_factory}); gates "
+            f"{'passed' if report.passed else 'failed'} on its outputs, which say nothing about the model"
+        )
     if not report.passed:
         names = ", ".join(r.name for r in report.failed)
         return "rejected", f"not promoted: gate(s) failed: {names}"
@@ -398,5 +462,6 @@ def gate(
         evaluation.metrics,
         evaluation.scores.items,
         champion_items,
+        catalogue=spec.catalogue,
         champion_version=candidate.champion.version if candidate.champion else None,
     )

@@ -32,27 +32,32 @@ def _metric(kind: str) -> Any:
 
 def field_value(text: str | None, key: str | None) -> str:
     """The compared text: the whole output, or one key of it parsed as a JSON object ('' if absent)."""
+    value = _field(text, key)
+    return "" if value is None else value
+
+
+def _field(text: str | dict[str, Any] | None, key: str | None) -> str | None:
+    """The whole text (stripped), or the value of ``key`` in it read as a JSON object; None when the
+    key is absent (or the text is not a JSON object): absent is not the same as empty."""
     if key is None:
-        return (text or "").strip()
-    try:
-        obj = json.loads(text or "")
-    except ValueError:
-        return ""
+        return (text or "").strip() if not isinstance(text, dict) else json.dumps(text, sort_keys=True)
+    obj = text
+    if not isinstance(obj, dict):
+        try:
+            obj = json.loads(text or "")
+        except ValueError:
+            return None
     if not isinstance(obj, dict) or key not in obj:
-        return ""
+        return None
     value = obj[key]
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _reference_value(reference: str | dict[str, Any] | None, key: str | None) -> str:
-    if reference is None:
-        return ""
-    if key is None:
-        return reference if isinstance(reference, str) else json.dumps(reference, sort_keys=True)
-    if isinstance(reference, dict):
-        value = reference.get(key, "")
-        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return field_value(reference, key)
+def reference_has_field(reference: str | dict[str, Any] | None, key: str) -> bool:
+    """Whether a reference carries ``key`` (a JSON object, or text that parses as one). Checked for
+    every row when an evalset loads: a scorer's ``field`` the references lack would compare
+    nothing with nothing."""
+    return _field(reference, key) is not None
 
 
 def score_chunk(
@@ -71,11 +76,16 @@ def score_chunk(
             result = metric.compute(
                 predictions=outputs, schema=json.dumps(response_schema) if response_schema else None
             )
-        else:
-            preds = [field_value(o, scorer.field) if scorer.field else (o or "").strip() for o in outputs]
-            refs = [_reference_value(r, scorer.field) for r in references]
-            result = metric.compute(predictions=preds, references=refs)
-        out[scorer.name] = [float(x) for x in result["per_item"]]
+            out[scorer.name] = [float(x) for x in result["per_item"]]
+            continue
+        preds = [_field(o, scorer.field) for o in outputs]
+        refs = [_field(r, scorer.field) for r in references]
+        if scorer.field is not None and any(r is None for r in refs):
+            raise ValueError(f"a reference lacks field '{scorer.field}' (evalsets are checked at load)")
+        result = metric.compute(predictions=[p or "" for p in preds], references=[r or "" for r in refs])
+        # An answer without the compared field scores 0, whatever the metric makes of '' vs ''.
+        per_item = result["per_item"]
+        out[scorer.name] = [0.0 if p is None else float(x) for p, x in zip(preds, per_item, strict=True)]
     if response_schema is not None:
         # Built in whenever the model has a response schema: the output is JSON, and it satisfies
         # the schema. Decode-time enforcement should make both 1.0; measuring them catches

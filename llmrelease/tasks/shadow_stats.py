@@ -14,28 +14,8 @@ import numpy as np
 
 from llmrelease.specs import Pricing
 
-__all__ = ["Measurement", "side_metrics", "compare_sides", "paired", "percentile", "SHADOW_METRICS"]
-
-SHADOW_METRICS = (
-    "shadow.ttft_p50_ratio",
-    "shadow.ttft_p95_ratio",
-    "shadow.tpot_p50_ratio",
-    "shadow.tpot_p95_ratio",
-    "shadow.latency_p95_ratio",
-    "shadow.cost_per_1k_requests_ratio",
-    "shadow.agreement_exact",
-    "shadow.agreement_rouge_l",
-    "shadow.length_ks_statistic",
-    "shadow.length_ks_pvalue",
-    "champion.error_rate",
-    "candidate.error_rate",
-    "candidate.json_parses_rate",
-    "candidate.schema_conforms_rate",
-    "candidate.guard_response_unsafe_rate",
-)
-"""Aggregate metrics shadow gates may name (absolute ``min``/``max`` only: they have no per-item
-scores). Ratios are candidate / champion, so ``max: 1.10`` on ``shadow.ttft_p95_ratio`` means
-'p95 time to first token at most 10% worse'."""
+__all__ = ["Measurement", "side_metrics", "compare_sides", "paired", "percentile"]
+# The gateable shadow aggregates and their meaning are declared in llmrelease.catalogue.SHADOW_METRICS.
 
 
 @dataclass(frozen=True)

