@@ -1,25 +1,35 @@
 """Shadow comparison: the same recorded production requests, sent to the champion and to the
 candidate through vLLM's OpenAI-compatible server, streamed and timed; then distributions compared.
 
-Each request goes to both sides at the same time (per-side concurrency limit), the way a shadow
-deployment mirrors traffic. Servers are started here unless the shadow spec points at running
+The two sides are never timed together: sent at the same time to one server, their requests are
+batched onto the same engine steps, so their first tokens arrive together whatever their prompts
+(a TTFT ratio of exactly 1.000 that cannot differ). The sample is cut into consecutive blocks and
+each block is replayed by one side alone, then by the other, in ABBA order (block 1 champion
+first, block 2 candidate first, ...), so drift on a busy machine and prefix-cache or grammar
+warm-up fall on both sides alike. A phase sends as fast as the per-side concurrency allows
+(``timing: phases``) or at the recorded inter-arrival times (``timing: recorded``), the same
+schedule for both sides. Servers are started here unless the shadow spec points at running
 endpoints; champion and candidate share one server when only their prompts differ.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmrelease.engines.openai_server import get_server, request_body, run_async, stream_chat
 from llmrelease.specs import ModelSpec, PromptSpec, ShadowSpec, TrafficRecord, content_hash
 from llmrelease.tasks.shadow_report import shadow_html
 from llmrelease.tasks.shadow_stats import Measurement, compare_sides, paired, side_metrics
 from llmrelease.tasks.traffic import TrafficSample, read_traffic
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Side", "ShadowResult", "run_shadow"]
 
@@ -62,6 +72,97 @@ class ShadowResult:
         )
 
 
+MAX_ARRIVAL_GAP_S = 30.0
+"""``timing: recorded``: the longest wait between two requests of a phase (a quiet hour in the log
+must not stall a release)."""
+MAX_BLOCKS = 8
+"""More blocks cancel drift better; each phase boundary drains the server, so not too many."""
+
+
+@dataclass
+class Replay:
+    measurements: dict[str, list[Measurement]]
+    """Per side, in record order (callers pair the sides by request id)."""
+    wall_s: float
+    """The whole replay, every phase of both sides."""
+    side_wall_s: dict[str, float]
+    """Per side, its own phases summed: the time it served its requests in (throughput, GPU cost)."""
+    note: str
+    """How the replay was timed, for the report."""
+
+
+def _blocks(n: int, concurrency: int) -> list[range]:
+    """Consecutive slices of the sample, an even number of them (each side goes first equally often):
+    two, or more when every block still holds ``4 * concurrency`` requests (16 at least), so a phase
+    spends most of its time at the concurrency limit rather than filling or draining the server."""
+    if n < 2:
+        return [range(n)] if n else []
+    size = max(4 * concurrency, 16)
+    count = min(MAX_BLOCKS, max(2, 2 * (n // (2 * size))))
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _arrival_offsets(records: list[TrafficRecord], time_scale: float) -> list[float]:
+    """Seconds after the phase starts at which each record is sent: its recorded gap to the earlier
+    records (in time order, the sample need not be), times ``time_scale``, each gap capped."""
+    order = sorted(range(len(records)), key=lambda i: records[i].timestamp)
+    offsets = [0.0] * len(records)
+    for prev, cur in itertools.pairwise(order):
+        gap = (records[cur].timestamp - records[prev].timestamp).total_seconds() * time_scale
+        offsets[cur] = offsets[prev] + min(gap, MAX_ARRIVAL_GAP_S)
+    return offsets
+
+
+def _timing_note(timing: str, time_scale: float, blocks: int, concurrency: int) -> str:
+    arrival = (
+        f"recorded arrival times x{time_scale:g} (gaps capped at {MAX_ARRIVAL_GAP_S:g} s), "
+        if timing == "recorded"
+        else ""
+    )
+    order = "ABBA" if blocks > 1 else "AB"
+    return (
+        f"timing: {arrival}alternating phases ({order}, {blocks} block{'s' if blocks != 1 else ''}), "
+        f"one side in flight at a time, concurrency {concurrency} per side"
+    )
+
+
+async def _phase(
+    client: httpx.AsyncClient,
+    side: Side,
+    target: tuple[str, str],
+    records: list[TrafficRecord],
+    offsets: list[float],
+    concurrency: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[Measurement], float]:
+    """One side alone on one block: each request sent no earlier than its offset (seconds after the
+    phase starts), at most ``concurrency`` in flight. ``target``: (base URL, served model name).
+    Returns the measurements in record order and the phase's wall time."""
+    url, name = target
+    limit = asyncio.Semaphore(concurrency)
+    start = time.perf_counter()
+
+    async def one(rec: TrafficRecord, offset: float) -> Measurement:
+        try:
+            messages = side.messages(rec)
+        except KeyError as exc:  # this side's template needs a variable the request lacks
+            if progress is not None:
+                progress(1)
+            return Measurement(str(rec.id), "", None, 0.0, 0, 0, 0, f"missing template variable {exc}")
+        body = request_body(name, messages, side.model.sampling, side.model.response_schema)
+        if offset > 0:
+            await asyncio.sleep(start + offset - time.perf_counter())
+        async with limit:
+            m = await stream_chat(client, url, str(rec.id), body)
+        if progress is not None:
+            progress(1)
+        return m
+
+    results = await asyncio.gather(*(one(r, o) for r, o in zip(records, offsets, strict=True)))
+    return list(results), time.perf_counter() - start
+
+
 async def _replay(
     records: list[TrafficRecord],
     sides: list[Side],
@@ -69,36 +170,36 @@ async def _replay(
     names: dict[str, str],
     concurrency: int,
     progress: Callable[[int], None] | None,
-) -> tuple[dict[str, list[Measurement]], float]:
+    *,
+    timing: Literal["phases", "recorded"] = "phases",
+    time_scale: float = 1.0,
+) -> Replay:
+    """Every record once per side, in alternating one-side phases (see the module docstring)."""
     import httpx
 
-    limits = {s.name: asyncio.Semaphore(concurrency) for s in sides}
+    blocks = _blocks(len(records), concurrency)
+    got: dict[str, dict[int, Measurement]] = {s.name: {} for s in sides}
+    side_wall = {s.name: 0.0 for s in sides}
     timeout = httpx.Timeout(600.0, connect=10.0)
     async with httpx.AsyncClient(
-        timeout=timeout, limits=httpx.Limits(max_connections=2 * concurrency + 4)
+        timeout=timeout, limits=httpx.Limits(max_connections=concurrency + 4)
     ) as client:
-
-        async def one(side: Side, rec: TrafficRecord) -> Measurement:
-            try:
-                messages = side.messages(rec)
-            except KeyError as exc:  # this side's template needs a variable the request lacks
-                if progress is not None:
-                    progress(1)
-                return Measurement(str(rec.id), "", None, 0.0, 0, 0, 0, f"missing template variable {exc}")
-            body = request_body(names[side.name], messages, side.model.sampling, side.model.response_schema)
-            async with limits[side.name]:
-                m = await stream_chat(client, urls[side.name], str(rec.id), body)
-            if progress is not None:
-                progress(1)
-            return m
-
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(side, rec) for rec in records for side in sides))
+        for b, block in enumerate(blocks):
+            batch = [records[i] for i in block]
+            offsets = _arrival_offsets(batch, time_scale) if timing == "recorded" else [0.0] * len(batch)
+            for side in sides if b % 2 == 0 else sides[::-1]:  # ABBA: neither side always goes first
+                target = (urls[side.name], names[side.name])
+                ms, wall = await _phase(client, side, target, batch, offsets, concurrency, progress)
+                got[side.name].update(zip(block, ms, strict=True))
+                side_wall[side.name] += wall
         wall = time.perf_counter() - t0
-    out: dict[str, list[Measurement]] = {s.name: [] for s in sides}
-    for i, m in enumerate(results):
-        out[sides[i % len(sides)].name].append(m)
-    return out, wall
+    return Replay(
+        {name: [by_index[i] for i in range(len(records))] for name, by_index in got.items()},
+        wall,
+        side_wall,
+        _timing_note(timing, time_scale, len(blocks), concurrency),
+    )
 
 
 def _rouge(pairs: list[tuple[str, str]]) -> list[float]:
@@ -157,10 +258,25 @@ def run_shadow(
         else:
             notes.append(f"{side.name}: started a vLLM OpenAI server in {server.startup_s:.0f}s")
         urls[side.name], names[side.name] = server.base_url, server.name
-    measurements, wall = run_async(_replay(sample.records, sides, urls, names, shadow.concurrency, progress))
+    replay: Replay = run_async(
+        _replay(
+            sample.records,
+            sides,
+            urls,
+            names,
+            shadow.concurrency,
+            progress,
+            timing=shadow.timing,
+            time_scale=shadow.time_scale,
+        )
+    )
+    notes.append(replay.note)
+    measurements = replay.measurements
     metrics: dict[str, float] = {}
-    for side in sides:
-        metrics.update(side_metrics(side.name, measurements[side.name], side.model.pricing, wall))
+    for side in sides:  # throughput and GPU cost over the side's own phases, not the other side's
+        side_wall = replay.side_wall_s[side.name]
+        metrics.update(side_metrics(side.name, measurements[side.name], side.model.pricing, side_wall))
+        metrics[f"{side.name}.wall_s"] = side_wall
     pairs = paired(measurements["champion"], measurements["candidate"])
     rouge = _rouge([(a.text, b.text) for a, b in pairs])
     metrics.update(compare_sides(measurements["champion"], measurements["candidate"], metrics, rouge))
@@ -174,7 +290,7 @@ def run_shadow(
             ).aggregates
             metrics[f"{side.name}.json_parses_rate"] = rates.get(f"{side.name}.json_parses", 0.0)
             metrics[f"{side.name}.schema_conforms_rate"] = rates.get(f"{side.name}.schema_conforms", 0.0)
-    metrics["shadow.wall_s"] = wall
+    metrics["shadow.wall_s"] = replay.wall_s
     metrics["shadow.requests"] = float(len(sample.records))
     rows = []
     by_id = {m.id: m for m in measurements["champion"]}
