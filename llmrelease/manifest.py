@@ -135,16 +135,14 @@ def changed_parts(then: dict[str, dict[str, str]] | None, now: dict[str, dict[st
     ``then`` is None for a run recorded before score parts existed: everything counts as changed."""
     if then is None:
         return ["the champion's run records no score key"]
-    changed: dict[str, None] = {}
+    changed: set[str] = set()
     for name, parts in now.items():
         old = then.get(name)
         if old is None:
-            changed["evalsets"] = None
+            changed.add("rows")
             continue
-        for part, value in parts.items():
-            if old.get(part) != value:
-                changed[_PART_WORDS[part]] = None
-    return list(changed)
+        changed.update(part for part, value in parts.items() if old.get(part) != value)
+    return [words for part, words in _PART_WORDS.items() if part in changed]  # a stable order
 
 
 def build_manifest(
