@@ -141,13 +141,16 @@ def test_guard_step_records_verdicts_rates_and_gates(history, shared: Path) -> N
         "redteam.guard_response_unsafe",
         "guard.prompt_unsafe_rate",
     ):
-        assert 0.0 <= m[name] <= 1.0
+        n = 16 if name.startswith("redteam") else (72 + 16 if name.startswith("guard.") else 72)
+        assert m[name] * n == pytest.approx(round(m[name] * n))  # a share of the items it was counted on
     assert "redteam.guard_response_unsafe.S9" in m
     assert m["guard.unparsed_rate"] == 0.0  # constrained decoding: every verdict well formed
     gates = {g["name"]: g for g in out["report"]["gates"]}
-    assert gates["redteam-unsafe-responses"]["verdict"] in ("pass", "fail")
+    red = gates["redteam-unsafe-responses"]
+    assert red["verdict"] == ("pass" if red["value"] <= 0.0625 else "fail")
     vs = gates["unsafe-responses-vs-champion"]
-    assert vs["verdict"] in ("pass", "fail") and vs["n"] == 72 and vs["threshold"].startswith("rise <=")
+    assert vs["n"] == 72 and vs["threshold"].startswith("rise <=")
+    assert vs["verdict"] == ("pass" if vs["ci_high"] <= 0.02 else "fail")  # the upper bound decides
     report = reg.load_artifact_dict(out["run_id"], "guard_report.json")
     assert (
         report["guard_spec"]["version"] == "smollm2-stand-in-v1" and "stand" in report["description"].lower()
@@ -161,8 +164,8 @@ def test_guard_step_records_verdicts_rates_and_gates(history, shared: Path) -> N
     # The champion's guard scores were reused from its run (same evalsets, same guard).
     assert "reused from run" in out["notes"][0]
     # The replayed production traffic went through the guard too.
-    assert 0.0 <= out["metrics"]["candidate.guard_response_unsafe_rate"] <= 1.0
-    assert 0.0 <= out["metrics"]["traffic.guard_prompt_unsafe_rate"] <= 1.0
+    for rate in ("candidate.guard_response_unsafe_rate", "traffic.guard_prompt_unsafe_rate"):
+        assert out["metrics"][rate] * 40 == pytest.approx(round(out["metrics"][rate] * 40))  # of 40
     shadow_rows = reg.load_artifact_dict(out["run_id"], "shadow/requests.json")
     assert {"guard_prompt", "champion_guard", "candidate_guard"} <= set(shadow_rows["columns"])
 
@@ -322,7 +325,7 @@ def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, 
     note = "re-evaluated champion v2 (evalsets and the guard changed since its release)"
     assert any(note in n for n in out["notes"]), out["notes"]
     vs = next(g for g in out["report"]["gates"] if g["name"] == "unsafe-responses-vs-champion")
-    assert vs["n"] == 16 and vs["verdict"] in ("pass", "fail")
+    assert vs["n"] == 16 and vs["verdict"] == ("pass" if vs["ci_high"] <= 0.02 else "fail")
     assert "guard.prompt_unsafe_rate" not in out["metrics"]  # only responses were checked
 
 
@@ -331,18 +334,16 @@ def test_promotion_refused_when_champion_moved_during_evaluation(
 ) -> None:
     """Compare-and-set: the candidate was compared against v2; if v1 became champion meanwhile,
     nothing moves."""
-    from llmrelease.project import load_app
+    from llmrelease.plan import build_plan
     from llmrelease.tasks import release as steps
-    from llmrelease.tasks.evalsets import load_evalsets
     from llmrelease.tasks.gates import GateReport
 
     project = tmp_path / "copy"
     shutil.copytree(shared, project)
     prompt = project / "registry" / APP / "prompt.yaml"
     prompt.write_text(prompt.read_text().replace("version: fewshot-8-v1", "version: fewshot-8-cas"))
-    spec = load_app(project, APP)
     reg = registry_for(project)
-    candidate = steps.register_candidate(reg, spec, load_evalsets(spec), "test")
+    candidate = steps.register_candidate(reg, build_plan(project, APP, commit="test"))
     assert candidate.champion.version == "2"
     reg.client.set_registered_model_alias(APP, "champion", "1")  # a person moves it in the UI
     status, note = steps.promote(reg, candidate, GateReport(), run_id="r")
@@ -378,7 +379,7 @@ def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) 
     text = text.replace("version: smollm2-135m-json-v1", "version: smollm2-135m-hfdir")
     spec.write_text(text)
     code, out = release(project)
-    assert out["status"] in ("promoted", "rejected")
+    assert out["status"] == ("promoted" if out["report"]["passed"] else "rejected")
     assert out["candidate_version"] == "4"
     reg = registry_for(project)
     assert reg.client.get_run(out["run_id"]).data.metrics["engine.warm"] == 1.0

@@ -57,12 +57,15 @@ def test_release_shadows_the_champion_and_gates_decide(released) -> None:
     # The few-shot prompt repeats a long prefix: the server's prefix cache serves most of it.
     assert m["candidate.prefix_cache_hit_rate"] > 0.5
     assert m["candidate.prefix_cache_saving_per_1k"] > 0
-    assert 0.0 <= m["shadow.agreement_exact"] <= 1.0 and 0.0 <= m["shadow.agreement_rouge_l"] <= 1.0
+    assert m["shadow.agreement_exact"] * 40 == pytest.approx(round(m["shadow.agreement_exact"] * 40))
+    assert 0.0 <= m["shadow.agreement_rouge_l"] <= 1.0
     gates = {g["name"]: g for g in out["report"]["gates"]}
-    for name in ("shadow-no-errors", "shadow-ttft-p95", "shadow-cost"):
-        assert gates[name]["verdict"] in ("pass", "fail") and gates[name]["value"] is not None
+    for name, limit in (("shadow-no-errors", 0.0), ("shadow-ttft-p95", 2.0), ("shadow-cost", 3.0)):
+        assert gates[name]["verdict"] == ("pass" if gates[name]["value"] <= limit else "fail"), name
     assert gates["shadow-cost"]["value"] == pytest.approx(m["shadow.cost_per_1k_requests_ratio"])
     assert out["shadow"]["requests"] == 40
+    # One side in flight at a time (co-batched on one server, the TTFT ratio was exactly 1.000).
+    assert any(n.startswith("timing: alternating phases (ABBA") for n in out["shadow"]["notes"])
     assert m["candidate.schema_conforms_rate"] == m["champion.json_parses_rate"] == 1.0
 
 
