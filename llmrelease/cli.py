@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -86,44 +86,6 @@ def _fail(exc: LLMReleaseError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-def _preflight(project: Path, app_name: str, prompt: Path | None, model: Path | None) -> None:
-    """Build the release plan before starting Prefect (the flow's first step builds the same one):
-    bad input fails in seconds, with file, line and field, and nothing is registered."""
-    from llmrelease.plan import build_plan
-
-    build_plan(project, app_name, prompt_file=prompt, model_file=model, commit="preflight")
-
-
-def run_release(
-    app_name: str,
-    project: Path,
-    *,
-    prompt: Path | None = None,
-    model: Path | None = None,
-    git_commit: str | None = None,
-    tracking_uri: str | None = None,
-    store_dir: Path | None = None,
-) -> tuple[dict[str, Any], str]:
-    """Preflight, then the release flow; returns (outcome dict, MLflow UI command)."""
-    from llmrelease.gitrepo import at_commit
-    from llmrelease.store import resolve_store
-
-    with at_commit(project, git_commit) as root:
-        _preflight(root, app_name, prompt, model)
-    store = resolve_store(project, tracking_uri, store_dir=store_dir)
-    from llmrelease.flows.release import release_flow
-
-    with store.exported():
-        outcome = release_flow(
-            app=app_name,
-            project_dir=str(project),
-            prompt_file=str(prompt) if prompt else None,
-            model_file=str(model) if model else None,
-            git_commit=git_commit,
-        )
-    return outcome, store.ui_command
-
-
 @app.command()
 def release(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
@@ -165,11 +127,12 @@ def release(
     (file, line and field are named; nothing registered). 3: the champion moved meanwhile.
     """
     _quiet(verbose)
+    from llmrelease import api
     from llmrelease.report import outcome_panel
 
     with _stdout_to_stderr(as_json):
         try:
-            outcome, ui = run_release(
+            outcome = api.release(
                 app_name,
                 project,
                 prompt=prompt,
@@ -180,10 +143,10 @@ def release(
         except LLMReleaseError as exc:
             _fail(exc)
     if as_json:
-        print(json.dumps({**outcome, "mlflow_ui": ui}, indent=2, default=str))
+        print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
-        report_console().print(outcome_panel(outcome, ui))
-    raise typer.Exit(outcome["exit_code"])
+        report_console().print(outcome_panel(outcome.to_dict(), outcome.mlflow_ui))
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command()

@@ -40,7 +40,7 @@ def demo_project(project: Path | None) -> Path:
 
 
 def run_demo(project: Path | None = None) -> int:
-    from llmrelease.cli import run_release
+    from llmrelease import api
 
     console = report_console()
     root = demo_project(project)
@@ -54,21 +54,20 @@ def run_demo(project: Path | None = None) -> int:
     for title, prompt, expected in STEPS:
         console.print(Rule(f"[bold]{title}"))
         t0 = time.perf_counter()
-        outcome, ui = run_release(
-            DEMO_APP, root, prompt=(root / prompt) if prompt else None, store_dir=store_dir
-        )
+        outcome = api.release(DEMO_APP, root, prompt=(root / prompt) if prompt else None, store_dir=store_dir)
+        ui = outcome.mlflow_ui or ""
         seconds = time.perf_counter() - t0
-        console.print(outcome_panel(outcome))
-        acc = outcome["metrics"].get("tickets.category_accuracy")
+        console.print(outcome_panel(outcome.to_dict()))
+        acc = outcome.metrics.get("tickets.category_accuracy")
         summary.add_row(
             title,
-            f"v{outcome['candidate_version']}",
+            f"v{outcome.candidate_version}",
             f"{acc:.3f}" if acc is not None else "-",
-            outcome["status"],
+            outcome.status,
             expected,
             f"{seconds:.0f}",
         )
-        ok &= outcome["status"] == expected
+        ok &= outcome.status == expected
     console.print(Rule())
     console.print(summary)
     console.print(f"MLflow store: {store_dir}")

@@ -10,6 +10,7 @@ from prefect.utilities.annotations import quote
 
 from llmrelease.gitrepo import at_commit
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
+from llmrelease.outcome import ReleaseOutcome
 from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.guard import guard_summary
 from llmrelease.tasks.prefect_tasks import (
@@ -23,7 +24,7 @@ from llmrelease.tasks.prefect_tasks import (
     register_candidate_task,
     shadow_task,
 )
-from llmrelease.tasks.release import ReleaseOutcome, shadow_summary
+from llmrelease.tasks.release import shadow_summary
 
 __all__ = ["release", "release_flow"]
 

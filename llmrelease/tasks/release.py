@@ -9,12 +9,13 @@ import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from llmrelease.engines.base import Progress
 from llmrelease.errors import PromotionConflict
 from llmrelease.manifest import TEST_ENGINE_VERDICT, changed_parts, is_test_engine
 from llmrelease.mlflow_registry import TAG, MlflowRegistry, VersionInfo
+from llmrelease.outcome import Status
 from llmrelease.plan import ReleasePlan
 from llmrelease.project import AppSpec
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
@@ -28,7 +29,6 @@ from llmrelease.tasks.traffic import TrafficSample
 
 __all__ = [
     "Candidate",
-    "ReleaseOutcome",
     "candidate_key",
     "register_candidate",
     "champion_item_scores",
@@ -42,7 +42,6 @@ __all__ = [
     "gate",
 ]
 
-Status = Literal["promoted", "rejected", "already_champion", "conflict", "test_engine"]
 
 
 @dataclass(frozen=True)
@@ -69,34 +68,6 @@ class Candidate:
     @property
     def is_champion(self) -> bool:
         return self.champion is not None and self.champion.version == self.version.version
-
-
-@dataclass
-class ReleaseOutcome:
-    app: str
-    status: Status
-    candidate_version: str
-    prompt_version: int
-    champion_before: str | None
-    champion_after: str | None
-    tracking_uri: str
-    run_id: str | None = None
-    report: dict[str, Any] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    guard: dict[str, Any] | None = None
-    """Guard rates, timing and flagged items, when the app has a guard."""
-    shadow: dict[str, Any] | None = None
-    """Shadow comparison headline numbers, when the app has a shadow spec and a champion."""
-
-    @property
-    def exit_code(self) -> int:
-        if self.status == "test_engine":  # gates ran on a test engine's outputs; nothing moved
-            return 0 if self.report is not None and self.report.get("passed") else 1
-        return {"promoted": 0, "already_champion": 0, "rejected": 1, "conflict": 3}[self.status]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "exit_code": self.exit_code}
 
 
 def candidate_key(model: ModelSpec, prompt: PromptSpec, engine_factory: str = "vllm") -> str:

@@ -1,0 +1,67 @@
+"""The typed front door: what the CLI, the demo and Python users call.
+
+``release()`` builds the release plan first (bad input raises ``InputError`` in seconds, nothing is
+registered), then runs the Prefect release flow against the resolved store and returns a
+:class:`ReleaseOutcome`. Nothing here parses arguments or prints: that is the CLI's job.
+
+    from llmrelease import api
+    outcome = api.release("support-triage", project=".")
+    outcome.status, outcome.exit_code, outcome.report["gates"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmrelease.outcome import ReleaseOutcome
+
+__all__ = ["ReleaseOutcome", "release", "preflight"]
+
+
+def preflight(
+    app: str,
+    project: Path | str = ".",
+    *,
+    prompt: Path | None = None,
+    model: Path | None = None,
+    git_commit: str | None = None,
+) -> None:
+    """Build the release plan (at ``git_commit`` when given) and throw it away: every input is
+    checked the way the flow's first step checks it. Raises InputError on the first bad input."""
+    from llmrelease.gitrepo import at_commit
+    from llmrelease.plan import build_plan
+
+    with at_commit(Path(project).resolve(), git_commit) as root:
+        build_plan(root, app, prompt_file=prompt, model_file=model, commit=git_commit or "preflight")
+
+
+def release(
+    app: str,
+    project: Path | str = ".",
+    *,
+    prompt: Path | None = None,
+    model: Path | None = None,
+    git_commit: str | None = None,
+    tracking_uri: str | None = None,
+    store_dir: Path | None = None,
+) -> ReleaseOutcome:
+    """Release ``app``: plan, register, evaluate, guard, shadow, gate, log, promote if every gate passed.
+
+    ``prompt``/``model`` release an alternative spec file (an experiment); ``git_commit`` reads the
+    specs at that commit; ``tracking_uri`` (else ``$MLFLOW_TRACKING_URI``, else the project's
+    embedded SQLite store, or ``store_dir``) says where results go."""
+    from llmrelease.flows.release import release_flow
+    from llmrelease.store import resolve_store
+
+    project = Path(project).resolve()
+    preflight(app, project, prompt=prompt, model=model, git_commit=git_commit)
+    store = resolve_store(project, tracking_uri, store_dir=store_dir)
+    with store.exported():
+        result = release_flow(
+            app=app,
+            project_dir=str(project),
+            prompt_file=str(prompt) if prompt else None,
+            model_file=str(model) if model else None,
+            git_commit=git_commit,
+        )
+    return ReleaseOutcome.from_dict(result, mlflow_ui=store.ui_command)
