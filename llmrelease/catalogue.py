@@ -28,7 +28,6 @@ __all__ = [
     "MetricCollision",
     "RESERVED_NAMESPACES",
     "BUILTIN_ITEM_SCORES",
-    "SCORER_DIRECTIONS",
     "SHADOW_METRICS",
     "scorer_direction",
     "scorer_metrics",
@@ -99,8 +98,10 @@ class MetricDef:
 
 
 def scorer_direction(scorer: Scorer) -> Direction:
-    """The card's declared direction, else the kind's."""
-    return scorer.direction or SCORER_DIRECTIONS[scorer.kind]
+    """The card's declared direction, else the kind's (``llmrelease.scorers``)."""
+    from llmrelease.scorers import get_scorer_kind
+
+    return scorer.direction or get_scorer_kind(scorer.kind).direction
 
 
 def scorer_metrics(evalset: str, card: EvalsetCard) -> Iterator[MetricDef]:

@@ -57,10 +57,14 @@ def is_test_engine(factory: str) -> bool:
 
 @functools.cache
 def scorer_code_digest() -> str:
-    """sha256 (16 hex) over the scoring code: the local evaluate modules and the scoring step. A
+    """sha256 (16 hex) over the scoring code: the local evaluate modules, the scorer kinds and the
+    scoring step. A
     change to how a score is computed makes the champion's stored scores stale."""
     h = hashlib.sha256()
-    files = sorted((_PACKAGE_DIR / "metrics").glob("*/*.py")) + [_PACKAGE_DIR / "tasks" / "scoring.py"]
+    files = sorted((_PACKAGE_DIR / "metrics").glob("*/*.py")) + [
+        _PACKAGE_DIR / "scorers.py",
+        _PACKAGE_DIR / "tasks" / "scoring.py",
+    ]
     for f in files:
         h.update(str(f.relative_to(_PACKAGE_DIR)).encode())
         h.update(f.read_bytes())

@@ -355,10 +355,10 @@ class Scorer(_Spec):
     """The metric is ``<evalset>.<name>``. Names the pipeline writes itself (``json_parses``,
     ``schema_conforms``, ``guard_unparsed``, ``guard_prompt_unsafe``, ``guard_response_unsafe``)
     are refused."""
-    kind: Literal["exact_match", "json_valid", "rouge_l"]
-    """``exact_match``: output equals reference (both stripped; per ``field`` when given);
-    ``json_valid``: output parses as JSON and conforms to the model's response schema;
-    ``rouge_l``: ROUGE-L F1 between output and reference text."""
+    kind: str
+    """A registered scorer kind (``llmrelease.scorers``). Built in: ``exact_match`` (output equals
+    reference, both stripped; per ``field`` when given), ``json_valid`` (output parses as JSON and
+    conforms to the model's response schema), ``rouge_l`` (ROUGE-L F1 between output and reference)."""
     field: str | None = None
     """For exact_match/rouge_l: compare this key of the JSON output with the same key of the reference.
     Every reference must have the key (checked when the evalset loads); an answer without it scores 0."""
@@ -377,10 +377,21 @@ class Scorer(_Spec):
             )
         return name
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        from llmrelease.scorers import SCORER_KINDS
+
+        if kind not in SCORER_KINDS:
+            raise ValueError(f"unknown scorer kind '{kind}'; available: {', '.join(sorted(SCORER_KINDS))}")
+        return kind
+
     @model_validator(mode="after")
     def _field_only_where_used(self) -> Scorer:
-        if self.kind == "json_valid" and self.field:
-            raise ValueError("'field' is not used by json_valid")
+        from llmrelease.scorers import get_scorer_kind
+
+        if self.field and not get_scorer_kind(self.kind).uses_field:
+            raise ValueError(f"'field' is not used by {self.kind}")
         return self
 
 
@@ -408,7 +419,9 @@ class EvalsetCard(_Spec):
 
     @property
     def needs_reference(self) -> bool:
-        return any(s.kind in ("exact_match", "rouge_l") for s in self.scorers)
+        from llmrelease.scorers import get_scorer_kind
+
+        return any(get_scorer_kind(s.kind).needs_reference for s in self.scorers)
 
 
 class EvalsetRow(_Spec):

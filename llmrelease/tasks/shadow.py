@@ -203,11 +203,11 @@ async def _replay(
 
 
 def _rouge(pairs: list[tuple[str, str]]) -> list[float]:
-    from llmrelease.tasks.scoring import _metric
+    from llmrelease.scorers import local_metric
 
     if not pairs:
         return []
-    res = _metric("rouge_l").compute(predictions=[b for _, b in pairs], references=[a for a, _ in pairs])
+    res = local_metric("rouge_l").compute(predictions=[b for _, b in pairs], references=[a for a, _ in pairs])
     return [float(x) for x in res["per_item"]]
 
 
