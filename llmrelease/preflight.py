@@ -206,7 +206,8 @@ def check_app_sources(app: AppSpec) -> dict[str, str | None]:
     Returns the sha256 of each GGUF weight file by role (``model``, and ``guard`` when the app has
     one), None for a Hugging Face directory, so the caller can record what was checked.
     """
-    check_engine(app.model.engine, spec_path=app.model_path)
+    if app.model.engine.backend == "vllm":  # the names checked are vLLM's
+        check_engine(app.model.engine, spec_path=app.model_path)
     _, model_sha = check_source(app.model.source, project_root=app.root, spec_path=app.model_path)
     digests: dict[str, str | None] = {"model": model_sha}
     if app.guard is not None and app.guard_path is not None:

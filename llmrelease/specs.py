@@ -172,8 +172,9 @@ class ModelSource(_Spec):
 class EngineSpec(_Spec):
     """vLLM engine arguments. Only these are typed; anything else goes in ``extra`` verbatim."""
 
-    backend: Literal["vllm"] = "vllm"
-    """Generation backend; ``vllm`` (offline batch) is the only one for now."""
+    backend: str = "vllm"
+    """Generation backend, by name in ``llmrelease.engines.backends.ENGINE_BACKENDS``: ``vllm``
+    (offline batch, the default). The typed fields and ``extra`` below are vLLM's."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length in tokens; lower it to save KV-cache memory."""
@@ -186,7 +187,18 @@ class EngineSpec(_Spec):
     seed: int = 0
     """Engine seed, so sampled generations are reproducible."""
     extra: dict[str, Any] = Field(default_factory=dict)
-    """Further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``), passed as given."""
+    """Further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``), checked against
+    vLLM's own argument names before anything is registered."""
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, backend: str) -> str:
+        from llmrelease.engines.backends import ENGINE_BACKENDS
+
+        if backend not in ENGINE_BACKENDS:
+            available = ", ".join(sorted(ENGINE_BACKENDS))
+            raise ValueError(f"unknown engine backend '{backend}'; available: {available}")
+        return backend
 
 
 class SamplingSpec(_Spec):

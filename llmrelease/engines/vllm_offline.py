@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress
-from llmrelease.specs import EngineSpec, SamplingSpec
+from llmrelease.specs import EngineSpec, ModelSpec, SamplingSpec
 
-__all__ = ["VllmEngine", "get_engine", "clear_engines", "sampling_params"]
+__all__ = ["VllmEngine", "get_engine", "clear_engines", "sampling_params", "load_engine"]
 
 _CACHE: OrderedDict[str, VllmEngine] = OrderedDict()
 _LOCK = threading.Lock()
@@ -214,3 +214,23 @@ def clear_engines() -> None:
             _, eng = _CACHE.popitem()
             eng.close()
         gc.collect()
+
+
+def load_engine(
+    model: ModelSpec, project_root: Path, spec_path: Path | None = None
+) -> tuple[VllmEngine, dict[str, float]]:
+    """The ``vllm`` backend's factory: the model's weights resolved (a GGUF converted once), then
+    an engine from the process-wide cache."""
+    from llmrelease.engines.model_source import resolve_model_dir
+    from llmrelease.specs import content_hash
+
+    t0 = time.perf_counter()
+    model_dir = resolve_model_dir(model.source, project_root=project_root, spec_path=spec_path)
+    resolve_s = time.perf_counter() - t0
+    key = content_hash({"model_dir": str(model_dir), "engine": model.engine.model_dump(mode="json")})
+    engine, warm = get_engine(key, model_dir, model.engine)
+    return engine, {
+        "engine.warm": float(warm),
+        "engine.startup_s": 0.0 if warm else engine.startup_s,
+        "engine.model_resolve_s": resolve_s,
+    }

@@ -13,24 +13,21 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrelease.engines.backends import EngineFactory, backend_factory
 from llmrelease.engines.base import Engine, Generation, Messages, Progress, generate_chunks
 from llmrelease.errors import InputError
-from llmrelease.specs import EvalsetRow, ModelSpec, PromptSpec, content_hash
+from llmrelease.specs import EvalsetRow, ModelSpec, PromptSpec
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.items import ItemIds, ItemSpool, ScoreBuilder, Scores
 from llmrelease.tasks.scoring import score_chunk
 from llmrelease.tasks.serving import ServingStats, serving_metrics
 
 __all__ = ["Evaluation", "evaluate", "load_engine", "default_engine_factory", "EngineFactory"]
-
-EngineFactory = Callable[[ModelSpec, Path, Path | None], tuple[Engine, dict[str, float]]]
-"""(model spec, project root, spec path) -> (engine, info such as start-up seconds)."""
-
 
 @dataclass
 class Evaluation:
@@ -52,22 +49,8 @@ class Evaluation:
 def load_engine(
     model: ModelSpec, project_root: Path, spec_path: Path | None = None
 ) -> tuple[Engine, dict[str, float]]:
-    """The default factory: a vLLM offline engine from the process-wide cache."""
-    import time
-
-    from llmrelease.engines.model_source import resolve_model_dir
-    from llmrelease.engines.vllm_offline import get_engine
-
-    t0 = time.perf_counter()
-    model_dir = resolve_model_dir(model.source, project_root=project_root, spec_path=spec_path)
-    resolve_s = time.perf_counter() - t0
-    key = content_hash({"model_dir": str(model_dir), "engine": model.engine.model_dump(mode="json")})
-    engine, warm = get_engine(key, model_dir, model.engine)
-    return engine, {
-        "engine.warm": float(warm),
-        "engine.startup_s": 0.0 if warm else engine.startup_s,
-        "engine.model_resolve_s": resolve_s,
-    }
+    """The default factory: the backend the model spec names (``engine.backend``, default vLLM)."""
+    return backend_factory(model.engine.backend)(model, project_root, spec_path)
 
 
 def default_engine_factory() -> EngineFactory:
