@@ -11,6 +11,7 @@ record gets its verdicts written back, and only the 0/1 columns and the flagged 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import threading
@@ -25,6 +26,7 @@ from llmrelease.guard.prompt import Turn, guard_conversation, render_guard_input
 from llmrelease.guard.verdict import Verdict, parse_verdict
 from llmrelease.specs import GuardSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset, chunk_rows
+from llmrelease.tasks.evaluation import Evaluation
 from llmrelease.tasks.items import ItemSpool, ScoreBuilder, Scores
 
 __all__ = [
@@ -327,12 +329,15 @@ def run_guard(
     return GuardOutcome(scores, metrics, spec.description, tally.flagged, tally.flagged_count)
 
 
-def apply_guard(evaluation: Any, outcome: GuardOutcome) -> None:
-    """Fold the guard's scores and metrics into an Evaluation (its records already carry the
-    verdicts: :func:`run_guard` wrote them)."""
-    evaluation.scores.merge(outcome.scores)
-    evaluation.metrics.update(outcome.metrics)
-    evaluation.guard = outcome
+def with_guard(evaluation: Evaluation, outcome: GuardOutcome) -> Evaluation:
+    """A new Evaluation with the guard's scores, metrics and outcome (its records already carry the
+    verdicts: :func:`run_guard` wrote them into the spool)."""
+    return dataclasses.replace(
+        evaluation,
+        scores=evaluation.scores.merged(outcome.scores),
+        metrics={**evaluation.metrics, **outcome.metrics},
+        guard=outcome,
+    )
 
 
 def guard_summary(outcome: GuardOutcome, limit: int = 20) -> dict[str, Any]:

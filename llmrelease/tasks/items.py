@@ -120,8 +120,14 @@ class Scores:
     aggregates: dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: Scores) -> None:
+        """Add ``other``'s metrics in place (while one evaluation builds its own scores)."""
         self.items.update(other.items)
         self.aggregates.update(other.aggregates)
+
+    def merged(self, other: Scores) -> Scores:
+        """A new Scores with both sets of metrics: steps add to a finished evaluation this way,
+        never by changing the one they were given (columns are read-only and shared)."""
+        return Scores({**self.items, **other.items}, {**self.aggregates, **other.aggregates})
 
 
 class ScoreBuilder:

@@ -238,7 +238,7 @@ def check_champion(
     now = evaluate(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
-    guard_evaluation(spec, prompt, evalsets, now)
+    now = guard_evaluation(spec, prompt, evalsets, now)
 
     rows, notes = compare(
         release_items,

@@ -138,7 +138,7 @@ def guard_task(spec: AppSpec, evalsets: list[Evalset], evaluation: Evaluation) -
         return evaluation
     checks = sum(e.size for e in evalsets) * len(spec.guard.check)
     with progress_bar(f"guard ({spec.guard.backend})", checks, preparing="loading guard model") as advance:
-        steps.guard_evaluation(spec, spec.prompt, evalsets, evaluation, progress=advance)
+        evaluation = steps.guard_evaluation(spec, spec.prompt, evalsets, evaluation, progress=advance)
     m = evaluation.metrics
     get_run_logger().info(
         "guard: %d classifications in %.1fs; unsafe responses %.1f%%, unsafe prompts %.1f%%, unparsed %.1f%%",
@@ -173,19 +173,20 @@ def shadow_task(
                 first = False
             advance(k)
 
-        result = steps.shadow_step(registry, spec, candidate, evaluation, sample=sample, progress=tick)
-    if result is not None:
-        m = result.metrics
-        get_run_logger().info(
-            "shadow: %d requests; TTFT p95 %.3fs -> %.3fs; cost/1k %.5f -> %.5f; agreement %.0f%%",
-            len(result.sample.records),
-            m.get("champion.ttft_p95_s", float("nan")),
-            m.get("candidate.ttft_p95_s", float("nan")),
-            m.get("champion.cost_per_1k_requests", float("nan")),
-            m.get("candidate.cost_per_1k_requests", float("nan")),
-            100 * m.get("shadow.agreement_exact", float("nan")),
-        )
-    return evaluation
+        result = steps.shadow_step(registry, spec, candidate, sample=sample, progress=tick)
+    if result is None:
+        return evaluation
+    m = result.metrics
+    get_run_logger().info(
+        "shadow: %d requests; TTFT p95 %.3fs -> %.3fs; cost/1k %.5f -> %.5f; agreement %.0f%%",
+        len(result.sample.records),
+        m.get("champion.ttft_p95_s", float("nan")),
+        m.get("candidate.ttft_p95_s", float("nan")),
+        m.get("champion.cost_per_1k_requests", float("nan")),
+        m.get("candidate.cost_per_1k_requests", float("nan")),
+        100 * m.get("shadow.agreement_exact", float("nan")),
+    )
+    return steps.with_shadow(evaluation, result)
 
 
 @task(name="champion-scores", **_IO)

@@ -6,6 +6,7 @@ The Prefect flow calls these through thin tasks; tests call them directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.evalsets import Evalset
 from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates import GateReport, evaluate_gates
-from llmrelease.tasks.guard import apply_guard, guard_summary, run_guard
+from llmrelease.tasks.guard import guard_summary, run_guard, with_guard
 from llmrelease.tasks.items import records_table, scores_from_json, scores_to_json
 from llmrelease.tasks.shadow import ShadowResult, Side, guard_shadow, run_shadow
 from llmrelease.tasks.traffic import TrafficSample
@@ -36,6 +37,7 @@ __all__ = [
     "release_specs",
     "version_side",
     "shadow_step",
+    "with_shadow",
     "shadow_summary",
     "log_evaluation",
     "promote",
@@ -149,10 +151,10 @@ def guard_evaluation(
     evaluation: Evaluation,
     *,
     progress: Progress | None = None,
-) -> None:
-    """Run the app's guard over an evaluation's prompts and responses and fold the result in."""
+) -> Evaluation:
+    """The evaluation with the app's guard run over its prompts and responses (unchanged without a guard)."""
     if spec.guard is None:
-        return
+        return evaluation
     outcome = run_guard(
         spec.guard,
         prompt,
@@ -163,7 +165,7 @@ def guard_evaluation(
         progress=progress,
         share=evaluation.item_ids,
     )
-    apply_guard(evaluation, outcome)
+    return with_guard(evaluation, outcome)
 
 
 def guard_digest(spec: AppSpec) -> str:
@@ -189,13 +191,13 @@ def shadow_step(
     registry: MlflowRegistry,
     spec: AppSpec,
     candidate: Candidate,
-    evaluation: Evaluation,
     *,
     sample: TrafficSample | None = None,
     progress: Progress | None = None,
 ) -> ShadowResult | None:
-    """Replay the app's traffic through the champion and this candidate; the metrics join the
-    evaluation's, so shadow gates decide with the others. Skipped without a shadow spec or champion."""
+    """Replay the app's traffic through the champion and this candidate (:func:`with_shadow` joins
+    the result to the evaluation, so shadow gates decide with the others). None without a shadow
+    spec or a champion."""
     if spec.shadow is None or candidate.champion is None:
         return None
     champion = version_side(registry, "champion", candidate.champion)
@@ -212,9 +214,12 @@ def shadow_step(
     )
     if spec.guard is not None:
         guard_shadow_outputs(spec, result, champion)
-    evaluation.metrics.update(result.metrics)
-    evaluation.shadow = result
     return result
+
+
+def with_shadow(evaluation: Evaluation, result: ShadowResult) -> Evaluation:
+    """A new Evaluation with the shadow comparison's metrics and result."""
+    return dataclasses.replace(evaluation, metrics={**evaluation.metrics, **result.metrics}, shadow=result)
 
 
 def guard_shadow_outputs(
@@ -280,7 +285,7 @@ def champion_item_scores(
     again = evaluate(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
-    guard_evaluation(spec, prompt, evalsets, again)
+    again = guard_evaluation(spec, prompt, evalsets, again)
     why = ", ".join(changed[:-1]) + " and " + changed[-1] if len(changed) > 1 else changed[0]
     return (
         again.scores.items,
