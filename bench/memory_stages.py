@@ -69,7 +69,7 @@ def main() -> None:
     import llmrelease.tasks.prefect_tasks as pt
     from llmrelease.flows.release import release_flow
 
-    for name in ("load_app", "load_evalsets", "evaluate"):
+    for name in ("build_plan", "evaluate"):
         _mark(pt, name, name)
     for name in ("register_candidate", "champion_item_scores", "gate", "log_evaluation", "promote"):
         _mark(pt.steps, name, name)
