@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO / "bench" / "gpu"))
 
 from transformers_batching import llama_config  # noqa: E402
 
-from llmrelease.guard.prompt import guard_conversation, render_guard_input  # noqa: E402
-from llmrelease.guard.transformers_backend import TransformersGuard  # noqa: E402
-from llmrelease.guard.verdict import parse_verdict  # noqa: E402
 from llmrelease.specs import LLAMA_GUARD_3_CATEGORIES  # noqa: E402
+from llmrelease.tasks.guard.prompt import guard_conversation, render_guard_input  # noqa: E402
+from llmrelease.tasks.guard.transformers_backend import TransformersGuard  # noqa: E402
+from llmrelease.tasks.guard.verdict import parse_verdict  # noqa: E402
 
 CATEGORIES = [(c, n, "") for c, n in LLAMA_GUARD_3_CATEGORIES]
 RESPONSES = ['{"category": "billing", "urgency": "low"}', '{"category": "technical", "urgency": "high"}']

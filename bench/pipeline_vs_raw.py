@@ -35,8 +35,8 @@ def main() -> None:
     from llmrelease.engines.base import generate_chunks
     from llmrelease.engines.vllm_offline import sampling_params
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import chunk_rows, load_evalsets
-    from llmrelease.tasks.evaluation import load_engine
+    from llmrelease.tasks.evaluation.evalsets import chunk_rows, load_evalsets
+    from llmrelease.tasks.evaluation.step import load_engine
 
     spec = load_app(REPO, "support-triage")
     rows = [r for ev in load_evalsets(spec) for r in ev.rows()]

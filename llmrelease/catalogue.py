@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from llmrelease.specs import EvalsetCard, GuardSpec, Scorer
+from llmrelease.specs import BUILTIN_ITEM_SCORES, EvalsetCard, GuardSpec, Scorer
 
 if TYPE_CHECKING:
     from llmrelease.project import AppSpec
@@ -50,11 +50,6 @@ RESERVED_NAMESPACES = frozenset(
     {"shadow", "champion", "candidate", "traffic", "serving", "cost", "guard", "engine", "gates"}
 )
 """First name parts that belong to aggregate producers: an evalset may not be called one of these."""
-
-BUILTIN_ITEM_SCORES = frozenset(
-    {"json_parses", "schema_conforms", "guard_unparsed", "guard_prompt_unsafe", "guard_response_unsafe"}
-)
-"""Per-item score names the pipeline writes itself beside a card's scorers: a scorer may not take one."""
 
 SHADOW_METRICS: dict[str, tuple[Direction, str, str]] = {
     "shadow.ttft_p50_ratio": ("lower", "ratio", "p50 time to first token, candidate / champion"),

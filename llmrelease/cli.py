@@ -212,7 +212,7 @@ def status(
     from llmrelease.project import list_apps
     from llmrelease.report import status_table
     from llmrelease.store import resolve_store
-    from llmrelease.tasks.status import app_status
+    from llmrelease.tasks.promotion.status import app_status
 
     try:
         apps = list_apps(project)
@@ -301,7 +301,7 @@ def nightly(
     _quiet(verbose)
     from llmrelease.flows.nightly import nightly_flow
     from llmrelease.store import resolve_store
-    from llmrelease.tasks.nightly import NightlyFailed
+    from llmrelease.tasks.promotion.nightly import NightlyFailed
 
     store = resolve_store(project, tracking_uri)
     code = 0
@@ -432,7 +432,7 @@ def relay(
     secret is unset answers 503 to everything."""
     import uvicorn
 
-    from llmrelease.relay.app import RelayConfig, create_app
+    from llmrelease.tasks.triggers.relay.app import RelayConfig, create_app
 
     try:
         config = RelayConfig.from_env()

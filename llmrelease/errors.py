@@ -69,9 +69,21 @@ class EvalsetError(InputError):
 class UnknownNameError(InputError):
     """A lookup that failed; the message lists what exists (lm-eval registry style)."""
 
-    def __init__(self, kind: str, name: str, available: list[str], *, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        available: list[str],
+        *,
+        fix: str | None = None,
+        file: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
         listing = ", ".join(sorted(available)) if available else "none"
-        super().__init__(f"unknown {kind} '{name}'; available: {listing}", fix=fix)
+        super().__init__(
+            f"unknown {kind} '{name}'; available: {listing}", fix=fix, file=file, line=line, field=field
+        )
 
 
 class PromotionConflict(LLMReleaseError):

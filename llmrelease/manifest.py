@@ -21,7 +21,7 @@ from llmrelease.specs import content_hash
 
 if TYPE_CHECKING:
     from llmrelease.project import AppSpec
-    from llmrelease.tasks.evalsets import Evalset
+    from llmrelease.tasks.evaluation.evalsets import Evalset
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -63,7 +63,7 @@ def scorer_code_digest() -> str:
     h = hashlib.sha256()
     files = sorted((_PACKAGE_DIR / "metrics").glob("*/*.py")) + [
         _PACKAGE_DIR / "scorers.py",
-        _PACKAGE_DIR / "tasks" / "scoring.py",
+        _PACKAGE_DIR / "tasks" / "evaluation" / "scoring.py",
     ]
     for f in files:
         h.update(str(f.relative_to(_PACKAGE_DIR)).encode())

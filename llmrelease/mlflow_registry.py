@@ -312,7 +312,7 @@ class MlflowRegistry:
         """One MLflow run per evaluation; metrics in one batched call.
 
         ``tables``: artifact path -> a function that writes the table file (MLflow's ``split`` JSON,
-        see :func:`llmrelease.tasks.items.write_table`) to the path it is given; written to disk
+        see :func:`llmrelease.tasks.evaluation.items.write_table`) to the path it is given; written to disk
         by the caller's code, streaming, then uploaded, and tagged so the UI shows them as tables.
         ``artifacts``: path -> JSON-able value, or text (``str``, e.g. an HTML report).
         ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""

@@ -19,8 +19,8 @@ from llmrelease.manifest import (
 )
 from llmrelease.project import AppSpec, git_commit, load_app
 from llmrelease.specs import content_hash, resolve_relative
-from llmrelease.tasks.evalsets import Evalset, load_evalsets
-from llmrelease.tasks.traffic import TrafficSample, read_traffic
+from llmrelease.tasks.evaluation.evalsets import Evalset, load_evalsets
+from llmrelease.tasks.shadow.traffic import TrafficSample, read_traffic
 
 __all__ = ["ReleasePlan", "build_plan"]
 

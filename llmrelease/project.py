@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from llmrelease.catalogue import RESERVED_NAMESPACES, MetricCatalogue, MetricCollision, app_catalogue
+from llmrelease.engines.backends import ENGINE_BACKENDS
 from llmrelease.errors import SpecError, UnknownNameError
 from llmrelease.specfile import _node_for, load_spec
 from llmrelease.specs import EvalsetCard, GatePolicy, GuardSpec, ModelSpec, PromptSpec, ShadowSpec
@@ -109,6 +110,15 @@ def load_app(
             )
     prompt = load_spec(prompt_path, PromptSpec)
     model = _with_response_model(load_spec(model_path, ModelSpec), model_path, root)
+    if model.engine.backend not in ENGINE_BACKENDS:
+        raise UnknownNameError(
+            "engine backend",
+            model.engine.backend,
+            list(ENGINE_BACKENDS),
+            file=model_path,
+            line=_line(model_path, ("engine", "backend")),
+            field="engine.backend",
+        )
     gates = load_spec(gates_path, GatePolicy)
     guard_path = app_dir / GUARD_FILE
     guard = load_spec(guard_path, GuardSpec) if guard_path.is_file() else None

@@ -173,8 +173,8 @@ class EngineSpec(_Spec):
     """vLLM engine arguments. Only these are typed; anything else goes in ``extra`` verbatim."""
 
     backend: str = "vllm"
-    """Generation backend, by name in ``llmrelease.engines.backends.ENGINE_BACKENDS``: ``vllm``
-    (offline batch, the default). The typed fields and ``extra`` below are vLLM's."""
+    """Generation backend, by name in ``llmrelease.engines.backends.ENGINE_BACKENDS`` (checked when
+    the app loads): ``vllm`` (offline batch, the default). The typed fields and ``extra`` below are vLLM's."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length in tokens; lower it to save KV-cache memory."""
@@ -189,16 +189,6 @@ class EngineSpec(_Spec):
     extra: dict[str, Any] = Field(default_factory=dict)
     """Further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``), checked against
     vLLM's own argument names before anything is registered."""
-
-    @field_validator("backend")
-    @classmethod
-    def _registered_backend(cls, backend: str) -> str:
-        from llmrelease.engines.backends import ENGINE_BACKENDS
-
-        if backend not in ENGINE_BACKENDS:
-            available = ", ".join(sorted(ENGINE_BACKENDS))
-            raise ValueError(f"unknown engine backend '{backend}'; available: {available}")
-        return backend
 
 
 class SamplingSpec(_Spec):
@@ -359,6 +349,12 @@ class GatePolicy(_Spec):
 # ---------------------------------------------------------------------------------------- evalsets
 
 
+BUILTIN_ITEM_SCORES = frozenset(
+    {"json_parses", "schema_conforms", "guard_unparsed", "guard_prompt_unsafe", "guard_response_unsafe"}
+)
+"""Per-item score names the pipeline writes itself beside a card's scorers: a scorer may not take one."""
+
+
 class Scorer(_Spec):
     """One per-item score in [0, 1], aggregated as its mean. Its meaning (direction, unit) is
     declared here and in the metric catalogue (``llmrelease.catalogue``), never read from its name."""
@@ -381,8 +377,6 @@ class Scorer(_Spec):
     @field_validator("name")
     @classmethod
     def _not_builtin(cls, name: str) -> str:
-        from llmrelease.catalogue import BUILTIN_ITEM_SCORES
-
         if name in BUILTIN_ITEM_SCORES:
             raise ValueError(
                 f"'{name}' is a score the pipeline writes itself; choose another scorer name"

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from llmrelease.errors import InputError, LLMReleaseError
-from llmrelease.relay.app import GITHUB_SECRET_ENV, MLFLOW_SECRET_ENV
+from llmrelease.tasks.triggers.relay.app import GITHUB_SECRET_ENV, MLFLOW_SECRET_ENV
 
 __all__ = ["Stack", "StackConfig", "StackError", "POOLS"]
 

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from llmrelease.relay.signatures import github_signature
+from llmrelease.tasks.triggers.relay.signatures import github_signature
 
 
 def push_payload(

@@ -10,7 +10,7 @@ import yaml
 from llmrelease.catalogue import MetricCatalogue, MetricCollision, MetricDef
 from llmrelease.errors import SpecError
 from llmrelease.project import load_app
-from llmrelease.tasks.gates import evaluate_gates
+from llmrelease.tasks.gates.decisions import evaluate_gates
 
 APP = "support-triage"
 

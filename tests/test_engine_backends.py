@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from llmrelease.engines.backends import ENGINE_BACKENDS
-from llmrelease.errors import SpecError
+from llmrelease.errors import InputError
 from llmrelease.project import load_app
-from llmrelease.tasks.evalsets import load_evalsets
-from llmrelease.tasks.evaluation import evaluate
+from llmrelease.tasks.evaluation.evalsets import load_evalsets
+from llmrelease.tasks.evaluation.step import evaluate
 
 APP = "support-triage"
 
@@ -35,6 +35,6 @@ def test_the_spec_names_the_backend_the_evaluation_uses(project: Path, monkeypat
 
 def test_an_unknown_backend_is_refused_at_load_with_its_line(project: Path) -> None:
     _backend(project, "tgi")
-    with pytest.raises(SpecError, match="unknown engine backend 'tgi'; available: vllm") as info:
+    with pytest.raises(InputError, match="unknown engine backend 'tgi'; available: vllm") as info:
         load_app(project, APP)
     assert info.value.field == "engine.backend" and info.value.line

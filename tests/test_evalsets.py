@@ -10,7 +10,7 @@ import pytest
 from llmrelease.errors import EvalsetError
 from llmrelease.project import EvalsetRef
 from llmrelease.specs import EvalsetCard
-from llmrelease.tasks.evalsets import read_evalset
+from llmrelease.tasks.evaluation.evalsets import read_evalset
 
 CARD = EvalsetCard(version="c1", description="d", scorers=[{"name": "acc", "kind": "exact_match"}])
 GOOD = {"id": "a", "vars": {"ticket": "hello"}, "reference": "x", "tags": ["t"]}
@@ -58,7 +58,7 @@ def test_empty_evalset_is_an_error(tmp_path: Path) -> None:
 
 
 def test_digest_covers_every_row_and_field(tmp_path: Path) -> None:
-    from llmrelease.tasks.evalsets import rows_digest
+    from llmrelease.tasks.evaluation.evalsets import rows_digest
 
     rows = read_evalset(ref_for(tmp_path, [good(i) for i in range(3)]), ["ticket"])
     same = read_evalset(ref_for(tmp_path, [good(i) for i in range(3)]), ["ticket"])
@@ -70,7 +70,7 @@ def test_digest_covers_every_row_and_field(tmp_path: Path) -> None:
 
 def test_reference_is_required_when_a_scorer_compares_with_it(project: Path) -> None:
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import load_evalsets
+    from llmrelease.tasks.evaluation.evalsets import load_evalsets
 
     path = project / "evalsets/support-triage/tickets.jsonl"
     lines = path.read_text().splitlines()
@@ -84,7 +84,7 @@ def test_reference_is_required_when_a_scorer_compares_with_it(project: Path) -> 
 
 
 def _loaded(tmp_path: Path, n: int):
-    from llmrelease.tasks.evalsets import scan_evalset
+    from llmrelease.tasks.evaluation.evalsets import scan_evalset
 
     return scan_evalset(ref_for(tmp_path, [good(i) for i in range(n)]), ["ticket"])
 
@@ -97,7 +97,7 @@ def test_rows_stream_in_chunks_in_file_order(tmp_path: Path) -> None:
 
 def test_load_keeps_count_and_digest_not_rows(project: Path) -> None:
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import load_evalsets, rows_digest
+    from llmrelease.tasks.evaluation.evalsets import load_evalsets, rows_digest
 
     (tickets, *_) = load_evalsets(load_app(project, "support-triage"))
     rows = tickets.rows()
@@ -116,7 +116,7 @@ def test_an_evalset_edited_during_the_release_fails_it(tmp_path: Path) -> None:
 
 def test_chunk_size_comes_from_the_environment(monkeypatch) -> None:
     from llmrelease.errors import InputError
-    from llmrelease.tasks.evalsets import DEFAULT_CHUNK_ROWS, chunk_rows
+    from llmrelease.tasks.evaluation.evalsets import DEFAULT_CHUNK_ROWS, chunk_rows
 
     monkeypatch.delenv("LLMRELEASE_CHUNK_ROWS", raising=False)
     assert chunk_rows() == DEFAULT_CHUNK_ROWS
@@ -133,7 +133,7 @@ def test_a_bad_chunk_size_fails_while_loading_before_anything_is_registered(
 ) -> None:
     from llmrelease.errors import InputError
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import load_evalsets
+    from llmrelease.tasks.evaluation.evalsets import load_evalsets
 
     monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", "0")
     with pytest.raises(InputError, match="must be a positive integer"):
@@ -154,7 +154,7 @@ def test_a_reference_without_the_scorers_field_is_an_input_error(project: Path) 
     import yaml
 
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import load_evalsets
+    from llmrelease.tasks.evaluation.evalsets import load_evalsets
 
     card = project / "evalsets/support-triage/tickets.card.yaml"
     data = yaml.safe_load(card.read_text())

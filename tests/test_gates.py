@@ -7,8 +7,8 @@ import pytest
 
 from llmrelease.catalogue import MetricCatalogue, MetricDef
 from llmrelease.specs import Bootstrap, GatePolicy
-from llmrelease.tasks.gates import evaluate_gates as _evaluate_gates
-from llmrelease.tasks.gates import paired_bootstrap
+from llmrelease.tasks.gates.decisions import evaluate_gates as _evaluate_gates
+from llmrelease.tasks.gates.decisions import paired_bootstrap
 
 CATALOGUE = MetricCatalogue(
     [

@@ -9,13 +9,13 @@ import pytest
 
 from llmrelease.catalogue import MetricCatalogue, guard_metrics, scorer_metrics
 from llmrelease.errors import SpecError
-from llmrelease.guard.prompt import guard_conversation, is_guard_template, llama_guard_3_text
-from llmrelease.guard.verdict import parse_verdict
 from llmrelease.project import load_app
 from llmrelease.specfile import load_spec
 from llmrelease.specs import LLAMA_GUARD_3_CATEGORIES, EvalsetCard, Gate, GatePolicy, GuardSpec, Scorer
-from llmrelease.tasks.gates import evaluate_gates as _evaluate_gates
-from llmrelease.tasks.guard import GuardItem, summarise, verdict_regex
+from llmrelease.tasks.gates.decisions import evaluate_gates as _evaluate_gates
+from llmrelease.tasks.guard.prompt import guard_conversation, is_guard_template, llama_guard_3_text
+from llmrelease.tasks.guard.step import GuardItem, summarise, verdict_regex
+from llmrelease.tasks.guard.verdict import parse_verdict
 
 CODES = [c for c, _ in LLAMA_GUARD_3_CATEGORIES]
 CATS = [(c, n, "") for c, n in LLAMA_GUARD_3_CATEGORIES]
@@ -294,7 +294,7 @@ def test_report_shows_flagged_items_and_rates() -> None:
 
 def test_tally_over_chunks_that_span_evalsets_matches_one_pass() -> None:
     """The guard streams: chunks of records may start in one evalset and end in the next."""
-    from llmrelease.tasks.guard import GuardTally
+    from llmrelease.tasks.guard.step import GuardTally
 
     items = _items("redteam", ["safe", "unsafe\nS1", "unsafe\nS1,S10", "garbage", "safe"])
     items += _items("tickets", ["safe", "safe", "unsafe\nS7"], ["unsafe\nS7", "safe", "safe"])
@@ -317,7 +317,7 @@ def test_tally_over_chunks_that_span_evalsets_matches_one_pass() -> None:
 
 
 def test_flagged_items_are_all_counted_and_the_first_of_each_kind_kept(monkeypatch) -> None:
-    from llmrelease.tasks import guard as guard_mod
+    from llmrelease.tasks.guard import step as guard_mod
 
     monkeypatch.setattr(guard_mod, "FLAGGED_KEPT", 2)
     items = _items("t", ["unsafe\nS1"] * 5 + ["safe"] * 3, ["safe"] * 5 + ["unsafe\nS7"] * 3)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from llmrelease.engines.model_source import resolve_model_dir
-from llmrelease.guard.prompt import render_guard_input
 from llmrelease.specs import LLAMA_GUARD_3_CATEGORIES, GuardSpec, ModelSource
-from llmrelease.tasks.guard import GuardClassifier, load_guard
+from llmrelease.tasks.guard.prompt import render_guard_input
+from llmrelease.tasks.guard.step import GuardClassifier, load_guard
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,7 @@ def test_constrained_stand_in_gives_well_formed_verdicts(model_dir: Path) -> Non
 def test_shared_prefix_gives_the_same_answers_as_full_prompts(model_dir: Path) -> None:
     """The shared task-and-categories prefix is computed once per group (prompt checks, response
     checks); answers match running every full prompt."""
-    from llmrelease.guard.transformers_backend import TransformersGuard, _common_prefix
+    from llmrelease.tasks.guard.transformers_backend import TransformersGuard, _common_prefix
 
     codes = [c for c, _ in LLAMA_GUARD_3_CATEGORIES]
     shared = TransformersGuard(model_dir, batch_size=3, max_new_tokens=8, constrain_codes=codes)

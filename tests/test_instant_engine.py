@@ -11,7 +11,7 @@ import pytest
 
 from llmrelease.engines.instant import example_for_schema
 from llmrelease.errors import InputError
-from llmrelease.tasks.evaluation import default_engine_factory, load_engine
+from llmrelease.tasks.evaluation.step import default_engine_factory, load_engine
 from tests.conftest import copy_project
 
 SCHEMA = json.loads(
@@ -189,8 +189,8 @@ def test_evaluation_streams_chunks_and_matches_one_pass(tmp_path: Path, monkeypa
     """Chunked evaluation gives the same scores and records as one pass, and the engine never
     gets more than a chunk at once (what keeps memory flat as evalsets grow)."""
     from llmrelease.project import load_app
-    from llmrelease.tasks.evalsets import load_evalsets
-    from llmrelease.tasks.evaluation import evaluate
+    from llmrelease.tasks.evaluation.evalsets import load_evalsets
+    from llmrelease.tasks.evaluation.step import evaluate
 
     project = copy_project(tmp_path / "project", guard=False, shadow=False)
     spec = load_app(project, "support-triage")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrelease.tasks.items import (
+from llmrelease.tasks.evaluation.items import (
     ItemSpool,
     ScoreBuilder,
     ScoreColumn,
@@ -135,7 +135,7 @@ def test_tables_are_what_mlflow_and_pandas_read(tmp_path: Path) -> None:
 
 
 def test_pairing_uses_shared_items_in_sorted_id_order() -> None:
-    from llmrelease.tasks.items import paired
+    from llmrelease.tasks.evaluation.items import paired
 
     cand = ScoreColumn.from_dict({"b": 1.0, "a": 0.0, "c": 0.5})
     same_ids = ScoreColumn(cand.item_ids, np.array([0.0, 1.0, 0.5]))

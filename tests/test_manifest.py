@@ -7,7 +7,7 @@ from pathlib import Path
 from llmrelease.manifest import build_manifest, changed_parts, score_parts
 from llmrelease.project import load_app
 from llmrelease.specs import content_hash
-from llmrelease.tasks.evalsets import load_evalsets
+from llmrelease.tasks.evaluation.evalsets import load_evalsets
 
 APP = "support-triage"
 

@@ -10,8 +10,8 @@ import pytest
 
 from llmrelease.catalogue import MetricCatalogue, MetricDef, shadow_metrics
 from llmrelease.errors import InputError
-from llmrelease.tasks.nightly import DriftReport, DriftRow, NightlyFailed
-from llmrelease.tasks.nightly import compare as _compare
+from llmrelease.tasks.promotion.nightly import DriftReport, DriftRow, NightlyFailed
+from llmrelease.tasks.promotion.nightly import compare as _compare
 
 APP = "support-triage"
 CATALOGUE = MetricCatalogue(
@@ -154,7 +154,7 @@ def test_no_champion_gives_none_and_a_hand_registered_champion_is_unknown(
 ) -> None:
     from llmrelease.mlflow_registry import TAG, MlflowRegistry
     from llmrelease.project import load_app
-    from llmrelease.tasks.nightly import check_champion, log_drift
+    from llmrelease.tasks.promotion.nightly import check_champion, log_drift
 
     registry = MlflowRegistry(f"sqlite:///{tmp_path}/mlflow.db", artifact_root=(tmp_path / "a").as_uri())
     spec = load_app(small_project, APP)
@@ -237,7 +237,7 @@ def test_nightly_finds_no_drift_then_drift_after_the_labels_change(
     assert tags[TAG + "drift"] == "false" and tags[TAG + "nightly_at"].endswith("+00:00")
 
     # Relabel tickets the champion got right: its accuracy on the new labels drops by k/72.
-    from llmrelease.tasks.items import scores_from_json
+    from llmrelease.tasks.evaluation.items import scores_from_json
 
     stored = registry.load_artifact_dict(outcome.run_id, "item_scores.json")
     right = scores_from_json(stored)["tickets.category_accuracy"]

@@ -33,7 +33,7 @@ def test_triggers_match_the_events_the_relay_posts() -> None:
     of truth would be nicer; this test keeps the two in step)."""
     from fnmatch import fnmatch
 
-    from llmrelease.relay.events import github_push_event, mlflow_event
+    from llmrelease.tasks.triggers.relay.events import github_push_event, mlflow_event
     from tests.github_payloads import push_payload
 
     config = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}

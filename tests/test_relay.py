@@ -13,9 +13,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from llmrelease.relay.app import RelayConfig, create_app
-from llmrelease.relay.events import github_push_event, mlflow_event
-from llmrelease.relay.signatures import mlflow_signature, verify_github, verify_mlflow
+from llmrelease.tasks.triggers.relay.app import RelayConfig, create_app
+from llmrelease.tasks.triggers.relay.events import github_push_event, mlflow_event
+from llmrelease.tasks.triggers.relay.signatures import mlflow_signature, verify_github, verify_mlflow
 from tests.github_payloads import push_payload, signed
 
 SECRET = "s3cr3t-for-tests"
@@ -267,10 +267,10 @@ def test_logs_never_carry_the_secret_or_signature(relay, caplog) -> None:
     import logging
 
     client, _ = relay
-    logger = logging.getLogger("llmrelease.relay")
+    logger = logging.getLogger("llmrelease.tasks.triggers.relay")
     logger.propagate = True
     try:
-        with caplog.at_level(logging.INFO, logger="llmrelease.relay"):
+        with caplog.at_level(logging.INFO, logger="llmrelease.tasks.triggers.relay"):
             body, headers = signed(push(), SECRET)
             client.post("/hooks/github", content=body, headers=headers)
             headers["X-Hub-Signature-256"] = "sha256=" + "1" * 64

@@ -174,7 +174,7 @@ def test_vllm_streams_chunks_in_order_and_leaves_the_engine_empty(history, share
     """The engine path the release's chunks take: one batch per chunk, each output with its own
     conversation, and a consumer that stops early leaves no request running."""
     from llmrelease.project import load_app
-    from llmrelease.tasks.evaluation import load_engine
+    from llmrelease.tasks.evaluation.step import load_engine
 
     spec = load_app(shared, APP)
     engine, info = load_engine(spec.model, shared, spec.model_path)
@@ -336,7 +336,7 @@ def test_promotion_refused_when_champion_moved_during_evaluation(
     nothing moves."""
     from llmrelease.plan import build_plan
     from llmrelease.tasks import release as steps
-    from llmrelease.tasks.gates import GateReport
+    from llmrelease.tasks.gates.decisions import GateReport
 
     project = tmp_path / "copy"
     shutil.copytree(shared, project)

@@ -12,8 +12,8 @@ import yaml
 from llmrelease.errors import SpecError
 from llmrelease.project import load_app
 from llmrelease.scorers import SCORER_KINDS, scorer_kind
-from llmrelease.tasks.evalsets import load_evalsets
-from llmrelease.tasks.scoring import score_outputs
+from llmrelease.tasks.evaluation.evalsets import load_evalsets
+from llmrelease.tasks.evaluation.scoring import score_outputs
 
 APP = "support-triage"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmrelease.specs import Scorer
-from llmrelease.tasks.scoring import field_value, score_outputs
+from llmrelease.tasks.evaluation.scoring import field_value, score_outputs
 
 SCHEMA = {
     "type": "object",
@@ -84,7 +84,7 @@ def test_field_value_handles_non_objects() -> None:
 
 
 def test_structured_output_rates_parse_and_conform() -> None:
-    from llmrelease.tasks.scoring import structured_output_scores
+    from llmrelease.tasks.evaluation.scoring import structured_output_scores
 
     schema = {
         "type": "object",

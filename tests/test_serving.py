@@ -6,7 +6,7 @@ import pytest
 
 from llmrelease.engines.base import Generation, GenerationBatch
 from llmrelease.specs import Pricing
-from llmrelease.tasks.serving import ServingStats, serving_metrics
+from llmrelease.tasks.evaluation.serving import ServingStats, serving_metrics
 
 
 def gen(

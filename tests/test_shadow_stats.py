@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from llmrelease.catalogue import MetricCatalogue, shadow_metrics
+from llmrelease.engines.base import Measurement
 from llmrelease.errors import SpecError
 from llmrelease.project import load_app
 from llmrelease.specs import EngineSpec, Gate, GatePolicy, Pricing
-from llmrelease.tasks.gates import evaluate_gates as _evaluate_gates
-from llmrelease.tasks.shadow_report import shadow_html
-from llmrelease.tasks.shadow_stats import Measurement, compare_sides, side_metrics
+from llmrelease.tasks.gates.decisions import evaluate_gates as _evaluate_gates
+from llmrelease.tasks.shadow.report import shadow_html
+from llmrelease.tasks.shadow.stats import compare_sides, side_metrics
 
 PRICES = Pricing(input_per_mtok=1.0, output_per_mtok=2.0, cached_input_per_mtok=0.5)
 
@@ -153,10 +154,10 @@ def test_server_command_line_from_the_engine_spec() -> None:
 def test_guard_on_replayed_traffic() -> None:
     from datetime import UTC, datetime
 
-    from llmrelease.guard.verdict import parse_verdict
     from llmrelease.specs import ModelSpec, PromptSpec, TrafficRecord
-    from llmrelease.tasks.shadow import ShadowResult, Side, guard_shadow
-    from llmrelease.tasks.traffic import TrafficSample
+    from llmrelease.tasks.guard.verdict import parse_verdict
+    from llmrelease.tasks.shadow.replay import ShadowResult, Side, guard_shadow
+    from llmrelease.tasks.shadow.traffic import TrafficSample
 
     model = ModelSpec(version="m", source={"hf_dir": "/m"}, sampling={"temperature": 0, "max_tokens": 8})
     prompt = PromptSpec(version="p", messages=[{"role": "user", "content": "{{ q }}"}])

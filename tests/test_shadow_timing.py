@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from llmrelease.engines.base import Measurement
 from llmrelease.errors import SpecError
 from llmrelease.specfile import load_spec
 from llmrelease.specs import ModelSpec, PromptSpec, ShadowSpec, TrafficRecord
-from llmrelease.tasks import shadow
-from llmrelease.tasks.shadow_stats import Measurement
-from llmrelease.tasks.traffic import TrafficSample
+from llmrelease.tasks.shadow import replay as shadow
+from llmrelease.tasks.shadow.traffic import TrafficSample
 
 URLS = {"champion": "http://champion.test/v1", "candidate": "http://candidate.test/v1"}
 NAMES = {"champion": "champion-model", "candidate": "candidate-model"}

@@ -10,7 +10,7 @@ import pytest
 
 from llmrelease.errors import InputError
 from llmrelease.specs import TrafficSpec
-from llmrelease.tasks.traffic import TrafficError, read_traffic
+from llmrelease.tasks.shadow.traffic import TrafficError, read_traffic
 
 
 def _line(i: int, app: str = "triage", **extra) -> str:

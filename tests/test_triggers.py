@@ -11,8 +11,8 @@ from llmrelease import gitrepo
 from llmrelease.errors import InputError
 from llmrelease.flows.on_push import changed_files
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
-from llmrelease.tasks.alias_change import classify, record_alias_change
-from llmrelease.tasks.push import apps_touched
+from llmrelease.tasks.promotion.alias_change import classify, record_alias_change
+from llmrelease.tasks.triggers.push import apps_touched
 from tests.conftest import git
 
 APPS = ["faq-bot", "support-triage"]

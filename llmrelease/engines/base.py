@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from llmrelease.specs import SamplingSpec
 
-__all__ = ["Engine", "Generation", "GenerationBatch", "Progress", "generate_chunks"]
+__all__ = ["Engine", "Generation", "GenerationBatch", "Measurement", "Progress", "generate_chunks"]
 
 Messages = list[dict[str, str]]
 Progress = Callable[[int], None]
@@ -30,6 +30,30 @@ class Generation:
     @property
     def tpot_s(self) -> float | None:
         """Time per output token after the first."""
+        if self.ttft_s is None or self.output_tokens < 2:
+            return None
+        return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One request streamed from an OpenAI-compatible server, as the client saw it (the shadow
+    comparison's unit)."""
+
+    id: str
+    text: str
+    ttft_s: float | None
+    latency_s: float
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    error: str | None = None
+    chunks: int = 0
+    """Streamed content deltas: one per generated token except the end of sequence (a check on
+    ``output_tokens``; re-tokenising the text is not, constrained decoding picks non-canonical pieces)."""
+
+    @property
+    def tpot_s(self) -> float | None:
         if self.ttft_s is None or self.output_tokens < 2:
             return None
         return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)

@@ -60,5 +60,5 @@ class InstantEngine:
 def instant_engine(
     model: ModelSpec, project_root: Path, spec_path: Path | None = None
 ) -> tuple[InstantEngine, dict[str, float]]:
-    """An ``EngineFactory`` (see ``llmrelease.tasks.evaluation``)."""
+    """An ``EngineFactory`` (see ``llmrelease.tasks.evaluation.step``)."""
     return InstantEngine(), {"engine.warm": 1.0, "engine.startup_s": 0.0, "engine.model_resolve_s": 0.0}

@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
+from llmrelease.engines.base import Measurement
 from llmrelease.specs import EngineSpec, SamplingSpec
-from llmrelease.tasks.shadow_stats import Measurement
 
 __all__ = ["VllmServer", "ServerError", "get_server", "stop_servers", "stream_chat", "request_body"]
 

@@ -10,20 +10,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
 
 from llmrelease.errors import InputError, LLMReleaseError
 from llmrelease.mlflow_registry import MlflowRegistry
-from llmrelease.project import AppSpec, list_apps, load_app
+from llmrelease.project import list_apps
 from llmrelease.store import redact_uri, resolve_store
-from llmrelease.tasks import nightly as steps
-from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.prefect_tasks import load_evalsets_task
-from llmrelease.tasks.progress import progress_bar
+from llmrelease.tasks.prefect_tasks import (
+    check_champion_task,
+    load_app_task,
+    load_evalsets_task,
+    log_drift_task,
+)
+from llmrelease.tasks.promotion import nightly as steps
 
 __all__ = ["nightly", "nightly_flow"]
 
@@ -34,49 +36,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("llmrelease.nightly")
-
-
-_IO = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
-
-
-@task(name="load-specs", cache_policy=NO_CACHE)  # bad input must fail at once, not retry
-def _load_app_task(project: Path, app: str) -> AppSpec:
-    return load_app(project, app)
-
-
-@task(name="check-champion", cache_policy=NO_CACHE)
-def _check_task(
-    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], tolerance: float
-) -> steps.DriftReport | None:
-    total = sum(e.size for e in evalsets)
-    # No "preparing" text: the bar appears once the engine is ready, so an app without a champion
-    # (nothing to evaluate) shows none.
-    with progress_bar(f"nightly: re-evaluating {spec.name}'s champion", total) as advance:
-        report = steps.check_champion(registry, spec, evalsets, progress=advance, tolerance=tolerance)
-    logger = get_run_logger()
-    if report is None:
-        logger.info("%s: no champion yet; nothing to check", spec.name)
-    elif report.status == "drift":
-        logger.warning(
-            "DRIFT %s champion v%s: %s%s",
-            spec.name,
-            report.champion_version,
-            ", ".join(f"{r.metric} {r.delta:+.4f}" for r in report.drifted if r.delta is not None)
-            or "no metric beyond tolerance",
-            f"; gates failing now: {', '.join(g['name'] for g in report.failed_gates)}"
-            if report.failed_gates
-            else "",
-        )
-    elif report.status == "unknown":
-        logger.warning("%s champion v%s: drift unknown: %s", spec.name, report.champion_version, report.notes)
-    else:
-        logger.info("%s champion v%s: no drift (tolerance %g)", spec.name, report.champion_version, tolerance)
-    return report
-
-
-@task(name="log-drift", **_IO)
-def _log_task(registry: MlflowRegistry, spec: AppSpec, report: steps.DriftReport) -> str:
-    return steps.log_drift(registry, spec, report)
 
 
 def nightly(
@@ -99,13 +58,13 @@ def nightly(
     results: dict[str, dict[str, Any]] = {}
     for app in names:
         try:
-            spec = _load_app_task(project, app)
+            spec = load_app_task(project, app, None, None, None)[0]
             evalsets = quote(load_evalsets_task(spec))
-            report = _check_task(registry, spec, evalsets, tolerance)
+            report = check_champion_task(registry, spec, evalsets, tolerance)
             if report is None:
                 results[app] = {"status": "no_champion"}
                 continue
-            run_id = _log_task(registry, spec, quote(report))
+            run_id = log_drift_task(registry, spec, quote(report))
             results[app] = {**report.to_dict(), "nightly_run_id": run_id}
         except LLMReleaseError as exc:
             _logger().error("%s: not checked: %s", app, exc)

@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 
 from llmrelease.mlflow_registry import MlflowRegistry
 from llmrelease.store import resolve_store
-from llmrelease.tasks.alias_change import record_alias_change
+from llmrelease.tasks.promotion.alias_change import record_alias_change
 
 __all__ = ["on_alias_flow"]
 

@@ -18,7 +18,7 @@ from llmrelease import gitrepo
 from llmrelease.errors import InputError
 from llmrelease.flows.release import release_flow
 from llmrelease.project import list_apps
-from llmrelease.tasks.push import apps_touched
+from llmrelease.tasks.triggers.push import apps_touched
 
 __all__ = ["on_push_flow", "changed_files"]
 

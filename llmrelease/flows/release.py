@@ -12,7 +12,7 @@ from llmrelease.gitrepo import at_commit
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
 from llmrelease.outcome import ReleaseOutcome
 from llmrelease.store import redact_uri, resolve_store
-from llmrelease.tasks.guard import guard_summary
+from llmrelease.tasks.guard.step import guard_summary
 from llmrelease.tasks.prefect_tasks import (
     champion_scores_task,
     evaluate_task,

@@ -10,21 +10,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.utilities.annotations import quote
 
 from llmrelease.errors import InputError, UnknownNameError
 from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, TAG, MlflowRegistry, VersionInfo
-from llmrelease.project import AppSpec
 from llmrelease.store import redact_uri, resolve_store
-from llmrelease.tasks.gates import evaluate_gates
-from llmrelease.tasks.items import records_table
-from llmrelease.tasks.prefect_tasks import load_app_task, load_traffic_task
-from llmrelease.tasks.progress import progress_bar
-from llmrelease.tasks.release import guard_shadow_outputs, shadow_summary, version_side
-from llmrelease.tasks.shadow import ShadowResult, Side, run_shadow
-from llmrelease.tasks.traffic import TrafficSample
+from llmrelease.tasks.evaluation.items import records_table
+from llmrelease.tasks.gates.decisions import evaluate_gates
+from llmrelease.tasks.prefect_tasks import load_app_task, load_traffic_task, shadow_replay_task
+from llmrelease.tasks.release import shadow_summary, version_side
+from llmrelease.tasks.shadow.replay import Side
 
 __all__ = ["shadow", "shadow_flow"]
 
@@ -54,26 +50,6 @@ def _side(registry: MlflowRegistry, name: str, info: VersionInfo) -> Side:
     return side
 
 
-@task(name="shadow-replay", cache_policy=NO_CACHE)
-def _replay_task(spec: AppSpec, champion: Side, candidate: Side, sample: TrafficSample) -> ShadowResult:
-    assert spec.shadow is not None
-    with progress_bar(
-        "shadow: replaying traffic", 2 * len(sample.records), preparing="starting vLLM OpenAI server"
-    ) as advance:
-        result = run_shadow(
-            spec.shadow,
-            spec.name,
-            champion,
-            candidate,
-            project_root=spec.root,
-            sample=sample,
-            progress=advance,
-        )
-    if spec.guard is not None:
-        guard_shadow_outputs(spec, result, champion, candidate)
-    return result
-
-
 def shadow(
     app: str,
     *,
@@ -95,7 +71,7 @@ def shadow(
     registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
     champ = _version(registry, app, champion_version, CHAMPION)
     cand = _version(registry, app, candidate_version, CHALLENGER)
-    result = _replay_task(
+    result = shadow_replay_task(
         spec, _side(registry, "champion", champ), _side(registry, "candidate", cand), sample
     )
 

@@ -17,11 +17,13 @@ from llmrelease.mlflow_registry import MlflowRegistry
 from llmrelease.plan import ReleasePlan, build_plan
 from llmrelease.project import AppSpec, git_commit, load_app
 from llmrelease.tasks import release as steps
-from llmrelease.tasks.evalsets import Evalset, load_evalsets
-from llmrelease.tasks.evaluation import Evaluation, evaluate
-from llmrelease.tasks.gates import GateReport
+from llmrelease.tasks.evaluation.evalsets import Evalset, load_evalsets
+from llmrelease.tasks.evaluation.step import Evaluation, evaluate
+from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.progress import progress_bar
-from llmrelease.tasks.traffic import TrafficSample, read_traffic
+from llmrelease.tasks.promotion import nightly as nightly_steps
+from llmrelease.tasks.shadow.replay import ShadowResult, Side, run_shadow
+from llmrelease.tasks.shadow.traffic import TrafficSample, read_traffic
 
 __all__ = [
     "plan_task",
@@ -36,6 +38,9 @@ __all__ = [
     "gate_task",
     "log_task",
     "promote_task",
+    "shadow_replay_task",
+    "check_champion_task",
+    "log_drift_task",
 ]
 
 _IO = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
@@ -233,3 +238,64 @@ def promote_task(
     status, note = steps.promote(registry, candidate, report, run_id)
     get_run_logger().info(note)
     return status, note
+
+
+# ------------------------------------------------------------------------ the standalone shadow flow
+
+
+@task(name="shadow-replay", cache_policy=NO_CACHE)
+def shadow_replay_task(spec: AppSpec, champion: Side, candidate: Side, sample: TrafficSample) -> ShadowResult:
+    assert spec.shadow is not None
+    with progress_bar(
+        "shadow: replaying traffic", 2 * len(sample.records), preparing="starting vLLM OpenAI server"
+    ) as advance:
+        result = run_shadow(
+            spec.shadow,
+            spec.name,
+            champion,
+            candidate,
+            project_root=spec.root,
+            sample=sample,
+            progress=advance,
+        )
+    if spec.guard is not None:
+        steps.guard_shadow_outputs(spec, result, champion, candidate)
+    return result
+
+
+# ---------------------------------------------------------------------------------- the nightly flow
+
+
+@task(name="check-champion", cache_policy=NO_CACHE)
+def check_champion_task(
+    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], tolerance: float
+) -> nightly_steps.DriftReport | None:
+    total = sum(e.size for e in evalsets)
+    # No "preparing" text: the bar appears once the engine is ready, so an app without a champion
+    # (nothing to evaluate) shows none.
+    with progress_bar(f"nightly: re-evaluating {spec.name}'s champion", total) as advance:
+        report = nightly_steps.check_champion(registry, spec, evalsets, progress=advance, tolerance=tolerance)
+    logger = get_run_logger()
+    if report is None:
+        logger.info("%s: no champion yet; nothing to check", spec.name)
+    elif report.status == "drift":
+        logger.warning(
+            "DRIFT %s champion v%s: %s%s",
+            spec.name,
+            report.champion_version,
+            ", ".join(f"{r.metric} {r.delta:+.4f}" for r in report.drifted if r.delta is not None)
+            or "no metric beyond tolerance",
+            f"; gates failing now: {', '.join(g['name'] for g in report.failed_gates)}"
+            if report.failed_gates
+            else "",
+        )
+    elif report.status == "unknown":
+        logger.warning("%s champion v%s: drift unknown: %s", spec.name, report.champion_version, report.notes)
+    else:
+        logger.info("%s champion v%s: no drift (tolerance %g)", spec.name, report.champion_version, tolerance)
+    return report
+
+
+@task(name="log-drift", **_IO)
+def log_drift_task(registry: MlflowRegistry, spec: AppSpec, report: nightly_steps.DriftReport) -> str:
+    return nightly_steps.log_drift(registry, spec, report)

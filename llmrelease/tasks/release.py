@@ -20,13 +20,13 @@ from llmrelease.outcome import Status
 from llmrelease.plan import ReleasePlan
 from llmrelease.project import AppSpec
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
-from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.evaluation import EngineFactory, Evaluation, evaluate
-from llmrelease.tasks.gates import GateReport, evaluate_gates
-from llmrelease.tasks.guard import guard_summary, run_guard, with_guard
-from llmrelease.tasks.items import records_table, scores_from_json, scores_to_json
-from llmrelease.tasks.shadow import ShadowResult, Side, guard_shadow, run_shadow
-from llmrelease.tasks.traffic import TrafficSample
+from llmrelease.tasks.evaluation.evalsets import Evalset
+from llmrelease.tasks.evaluation.items import records_table, scores_from_json, scores_to_json
+from llmrelease.tasks.evaluation.step import EngineFactory, Evaluation, evaluate
+from llmrelease.tasks.gates.decisions import GateReport, evaluate_gates
+from llmrelease.tasks.guard.step import guard_summary, run_guard, with_guard
+from llmrelease.tasks.shadow.replay import ShadowResult, Side, guard_shadow, run_shadow
+from llmrelease.tasks.shadow.traffic import TrafficSample
 
 __all__ = [
     "Candidate",
@@ -226,7 +226,7 @@ def guard_shadow_outputs(
     spec: AppSpec, result: ShadowResult, champion: Side, candidate: Side | None = None
 ) -> None:
     """With a guard, the replayed traffic is classified too (prompts once, each side's responses)."""
-    from llmrelease.tasks.guard import load_guard
+    from llmrelease.tasks.guard.step import load_guard
 
     assert spec.guard is not None
     guard = load_guard(spec.guard, spec.root, spec.guard_path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from llmrelease.catalogue import MetricCatalogue, MetricDef
 from llmrelease.specs import Bootstrap, Gate, GatePolicy
-from llmrelease.tasks.items import paired
+from llmrelease.tasks.evaluation.items import paired
 
 __all__ = ["GateResult", "GateReport", "paired_bootstrap", "evaluate_gates"]
 

@@ -22,10 +22,10 @@ from llmrelease.engines.backends import EngineFactory, backend_factory
 from llmrelease.engines.base import Engine, Generation, Messages, Progress, generate_chunks
 from llmrelease.errors import InputError
 from llmrelease.specs import EvalsetRow, ModelSpec, PromptSpec
-from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.items import ItemIds, ItemSpool, ScoreBuilder, Scores
-from llmrelease.tasks.scoring import score_chunk
-from llmrelease.tasks.serving import ServingStats, serving_metrics
+from llmrelease.tasks.evaluation.evalsets import Evalset
+from llmrelease.tasks.evaluation.items import ItemIds, ItemSpool, ScoreBuilder, Scores
+from llmrelease.tasks.evaluation.scoring import score_chunk
+from llmrelease.tasks.evaluation.serving import ServingStats, serving_metrics
 
 __all__ = ["Evaluation", "evaluate", "load_engine", "default_engine_factory", "EngineFactory"]
 
@@ -41,9 +41,9 @@ class Evaluation:
     """Each evalset's item ids, in row order, shared by its score columns."""
     engine_info: dict[str, float] = field(default_factory=dict)
     guard: Any = None
-    """The guard step's outcome (tasks.guard.GuardOutcome) once it has run."""
+    """The guard step's outcome (tasks.guard.step.GuardOutcome) once it has run."""
     shadow: Any = None
-    """The shadow comparison (tasks.shadow.ShadowResult) when the app has one and a champion."""
+    """The shadow comparison (tasks.shadow.replay.ShadowResult) when the app has one and a champion."""
 
 
 def load_engine(

@@ -7,7 +7,7 @@ import html
 import io
 from typing import Any
 
-from llmrelease.tasks.shadow_stats import Measurement
+from llmrelease.engines.base import Measurement
 
 __all__ = ["shadow_html"]
 

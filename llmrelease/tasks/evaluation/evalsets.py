@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from llmrelease.errors import EvalsetError, InputError
 from llmrelease.project import AppSpec, EvalsetRef
 from llmrelease.specs import EvalsetRow
-from llmrelease.tasks.scoring import reference_has_field
+from llmrelease.tasks.evaluation.scoring import reference_has_field
 
 __all__ = [
     "Evalset",

@@ -23,10 +23,10 @@ from llmrelease.errors import InputError, LLMReleaseError
 from llmrelease.manifest import score_parts
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 from llmrelease.project import AppSpec
-from llmrelease.tasks.evalsets import Evalset
-from llmrelease.tasks.evaluation import EngineFactory, evaluate
-from llmrelease.tasks.gates import evaluate_gates
-from llmrelease.tasks.items import paired, records_table, scores_from_json, scores_to_json
+from llmrelease.tasks.evaluation.evalsets import Evalset
+from llmrelease.tasks.evaluation.items import paired, records_table, scores_from_json, scores_to_json
+from llmrelease.tasks.evaluation.step import EngineFactory, evaluate
+from llmrelease.tasks.gates.decisions import evaluate_gates
 from llmrelease.tasks.release import guard_digest, guard_evaluation, recorded_score_parts, release_specs
 
 __all__ = [

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmrelease.engines.base import Measurement
 from llmrelease.engines.openai_server import get_server, request_body, run_async, stream_chat
 from llmrelease.specs import ModelSpec, PromptSpec, ShadowSpec, TrafficRecord, content_hash
-from llmrelease.tasks.shadow_report import shadow_html
-from llmrelease.tasks.shadow_stats import Measurement, compare_sides, paired, side_metrics
-from llmrelease.tasks.traffic import TrafficSample, read_traffic
+from llmrelease.tasks.shadow.report import shadow_html
+from llmrelease.tasks.shadow.stats import compare_sides, paired, side_metrics
+from llmrelease.tasks.shadow.traffic import TrafficSample, read_traffic
 
 if TYPE_CHECKING:
     import httpx
@@ -282,7 +283,7 @@ def run_shadow(
     metrics.update(compare_sides(measurements["champion"], measurements["candidate"], metrics, rouge))
     for side in sides:  # structured output holds on production inputs too?
         if side.model.response_schema is not None:
-            from llmrelease.tasks.scoring import structured_output_scores
+            from llmrelease.tasks.evaluation.scoring import structured_output_scores
 
             ok = [m for m in measurements[side.name] if m.error is None]
             rates = structured_output_scores(
@@ -332,7 +333,7 @@ def guard_shadow(
     """The app's guard on the replayed production traffic: how often real inputs are unsafe
     (``traffic.guard_prompt_unsafe_rate``) and how often each side answers unsafely
     (``<side>.guard_response_unsafe_rate``; unparsed verdicts count as unsafe)."""
-    from llmrelease.guard.prompt import guard_conversation
+    from llmrelease.tasks.guard.prompt import guard_conversation
 
     records = {str(r.id): r for r in result.sample.records}
     convs: list[list[dict[str, str]]] = []

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmrelease.scorers import Reference, field_of, get_scorer_kind, local_metric
 from llmrelease.specs import Scorer
-from llmrelease.tasks.items import ScoreBuilder, Scores
+from llmrelease.tasks.evaluation.items import ScoreBuilder, Scores
 
 __all__ = ["score_outputs", "score_chunk", "structured_output_scores", "field_value", "reference_has_field"]
 

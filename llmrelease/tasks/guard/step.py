@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from llmrelease.engines.base import Progress
-from llmrelease.guard.prompt import Turn, guard_conversation, render_guard_input
-from llmrelease.guard.verdict import Verdict, parse_verdict
 from llmrelease.specs import GuardSpec, PromptSpec, content_hash
-from llmrelease.tasks.evalsets import Evalset, chunk_rows
-from llmrelease.tasks.evaluation import Evaluation
-from llmrelease.tasks.items import ItemSpool, ScoreBuilder, Scores
+from llmrelease.tasks.evaluation.evalsets import Evalset, chunk_rows
+from llmrelease.tasks.evaluation.items import ItemSpool, ScoreBuilder, Scores
+from llmrelease.tasks.evaluation.step import Evaluation
+from llmrelease.tasks.guard.prompt import Turn, guard_conversation, render_guard_input
+from llmrelease.tasks.guard.verdict import Verdict, parse_verdict
 
 __all__ = [
     "GuardClassifier",
@@ -65,7 +65,7 @@ class GuardClassifier:
             self.tokenizer = self._vllm.llm.get_tokenizer()
             self._hf = None
         else:
-            from llmrelease.guard.transformers_backend import TransformersGuard
+            from llmrelease.tasks.guard.transformers_backend import TransformersGuard
 
             self._hf = TransformersGuard(
                 model_dir,

@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from llmrelease.relay.deliveries import Deliveries
-from llmrelease.relay.events import PayloadError, github_push_event, mlflow_event
-from llmrelease.relay.signatures import verify_github, verify_mlflow
+from llmrelease.tasks.triggers.relay.deliveries import Deliveries
+from llmrelease.tasks.triggers.relay.events import PayloadError, github_push_event, mlflow_event
+from llmrelease.tasks.triggers.relay.signatures import verify_github, verify_mlflow
 
 __all__ = ["RelayConfig", "create_app", "log"]
 
@@ -39,7 +39,7 @@ GITHUB_SECRET_ENV = "LLMRELEASE_GITHUB_WEBHOOK_SECRET"
 MLFLOW_SECRET_ENV = "LLMRELEASE_MLFLOW_WEBHOOK_SECRET"
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
 
-log = logging.getLogger("llmrelease.relay")
+log = logging.getLogger("llmrelease.tasks.triggers.relay")
 
 
 class _JsonLines(logging.Formatter):

@@ -8,37 +8,13 @@ shadow gates read (``shadow.ttft_p95_ratio`` = candidate / champion, ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from llmrelease.engines.base import Measurement
 from llmrelease.specs import Pricing
 
-__all__ = ["Measurement", "side_metrics", "compare_sides", "paired", "percentile"]
+__all__ = ["side_metrics", "compare_sides", "paired", "percentile"]
 # The gateable shadow aggregates and their meaning are declared in llmrelease.catalogue.SHADOW_METRICS.
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One streamed request, as the client saw it."""
-
-    id: str
-    text: str
-    ttft_s: float | None
-    latency_s: float
-    prompt_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    error: str | None = None
-    chunks: int = 0
-    """Streamed content deltas: one per generated token except the end of sequence (a check on
-    ``output_tokens``; re-tokenising the text is not, constrained decoding picks non-canonical pieces)."""
-
-    @property
-    def tpot_s(self) -> float | None:
-        if self.ttft_s is None or self.output_tokens < 2:
-            return None
-        return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
 
 
 def percentile(values: list[float], q: float) -> float:

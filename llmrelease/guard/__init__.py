@@ -1,1 +1,0 @@
-"""Safety classification with Llama Guard: prompt construction, verdict parsing, batched backends."""

@@ -1,0 +1,1 @@
+"""Gate decisions: pure logic on fixed numbers (``decisions``)."""
