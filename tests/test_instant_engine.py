@@ -48,7 +48,7 @@ def _edit_yaml(path: Path, edit) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-@pytest.mark.e2e
+@pytest.mark.flow
 def test_a_test_engine_records_its_verdict_as_such_and_moves_no_alias(tmp_path: Path, monkeypatch) -> None:
     """The zero-cost engine's verdict says nothing about the model: it is recorded under its own
     candidate key, tagged with the factory, and no alias moves (not even challenger), whatever
@@ -92,7 +92,7 @@ def test_a_test_engine_records_its_verdict_as_such_and_moves_no_alias(tmp_path: 
     assert registry.alias("support-triage", "challenger") is None
 
 
-@pytest.mark.e2e
+@pytest.mark.flow
 def test_champion_scores_are_measured_again_when_the_evalset_card_changed(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -137,7 +137,7 @@ def test_champion_scores_are_measured_again_when_the_evalset_card_changed(
     assert any("champion scores: reused from run" in n for n in out["notes"]), out["notes"]
 
 
-@pytest.mark.e2e
+@pytest.mark.flow
 def test_release_at_an_older_commit_reads_that_commit_and_leaves_the_checkout(
     tmp_path: Path, monkeypatch
 ) -> None:

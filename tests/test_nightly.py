@@ -183,7 +183,7 @@ def test_no_champion_gives_none_and_a_hand_registered_champion_is_unknown(
     assert tags[TAG + "drift"] == "unknown" and tags[TAG + "nightly_run_id"] == run_id
 
 
-@pytest.mark.e2e  # Prefect tasks run against a temporary API server (~7 s), no model
+@pytest.mark.flow  # Prefect tasks run against a temporary API server (~7 s), no model
 def test_one_bad_app_does_not_stop_the_others(small_project: Path, tmp_path: Path, monkeypatch) -> None:
     from llmrelease.flows.nightly import nightly
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,11 +164,9 @@ def test_without_vllm_only_the_name_check_is_skipped(tmp_path: Path, monkeypatch
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    """A copy of the demo project, so a test can break one of its specs."""
-    for name in ("registry", "evalsets"):
-        shutil.copytree(REPO / name, tmp_path / name)
-    return tmp_path
+def demo(project: Path) -> Path:
+    """A copy of the demo project (conftest's), so a test can break one of its specs."""
+    return project
 
 
 def test_demo_app_passes_and_reports_its_weight_digests(demo: Path) -> None:

