@@ -113,24 +113,28 @@ def local_metric(module: str) -> Any:
 # --------------------------------------------------------------------------------- built-in kinds
 
 
-@scorer_kind(
+def _compared_with_reference(module: str) -> ScoreFn:
+    """A kind backed by a local evaluate module that compares each output with its reference."""
+
+    def score(predictions: list[str], references: list[str], schema: dict[str, Any] | None) -> list[float]:
+        return local_metric(module).compute(predictions=predictions, references=references)["per_item"]
+
+    return score
+
+
+scorer_kind(
     "exact_match",
     needs_reference=True,
     uses_field=True,
     description="output equals the reference (both stripped; per field when given)",
-)
-def _exact_match(predictions: list[str], references: list[str], schema: dict[str, Any] | None) -> list[float]:
-    return local_metric("exact_match").compute(predictions=predictions, references=references)["per_item"]
+)(_compared_with_reference("exact_match"))
 
-
-@scorer_kind(
+scorer_kind(
     "rouge_l",
     needs_reference=True,
     uses_field=True,
     description="ROUGE-L F1 between output and reference text",
-)
-def _rouge_l(predictions: list[str], references: list[str], schema: dict[str, Any] | None) -> list[float]:
-    return local_metric("rouge_l").compute(predictions=predictions, references=references)["per_item"]
+)(_compared_with_reference("rouge_l"))
 
 
 @scorer_kind("json_valid", description="output parses as JSON and conforms to the model's response schema")

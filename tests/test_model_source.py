@@ -71,3 +71,21 @@ def test_file_digest_is_remembered_until_the_file_changes(tmp_path: Path) -> Non
     f.write_bytes(b"c" * 11)  # same size, newer mtime: hashed again
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     assert model_source.file_sha256(f) == hashlib.sha256(b"c" * 11).hexdigest()
+
+
+def test_file_digest_is_remembered_on_disk_for_the_next_process(tmp_path: Path, monkeypatch) -> None:
+    """A later release (another process) reads the recorded digest instead of hashing the weights again."""
+    from llmrelease.engines import model_source
+
+    monkeypatch.setenv("LLMRELEASE_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.gguf"
+    f.write_bytes(b"w" * 100)
+    real = model_source.file_sha256(f)
+    [memo] = (tmp_path / "cache" / "digests").iterdir()
+    assert memo.read_text() == real
+    monkeypatch.setattr(model_source, "_DIGESTS", {})  # a new process
+    memo.write_text("f" * 64)  # what a previous process recorded for this size and mtime
+    assert model_source.file_sha256(f) == "f" * 64
+    memo.write_text("torn")  # a damaged memo is ignored and rewritten
+    monkeypatch.setattr(model_source, "_DIGESTS", {})
+    assert model_source.file_sha256(f) == real and memo.read_text() == real

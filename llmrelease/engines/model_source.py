@@ -30,17 +30,34 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered per process while its size and mtime stay the same: one release
-    resolves the same GGUF for the engine, the guard and each shadow side (gigabytes for 8B models)."""
+    """sha256 of a file, remembered while its size and mtime stay the same: per process (one
+    release resolves the same weights for the plan, the engine, the guard and each shadow side) and
+    on disk under the cache directory (the next release, in another process, does not read
+    gigabytes of weights again to record their digest)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    memo = cache_dir() / "digests" / hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    try:
+        digest = memo.read_text(encoding="utf-8").strip()
+    except OSError:
+        digest = ""
+    if len(digest) != 64:
         h = hashlib.sha256()
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
+        digest = h.hexdigest()
+        try:  # atomic: a reader sees the whole digest or none
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+            tmp.write_text(digest, encoding="utf-8")
+            os.replace(tmp, memo)
+        except OSError:
+            pass  # a read-only cache only costs the next process a re-hash
+    _DIGESTS[key] = digest
+    return digest
 
 
 def _package_file(package: str, file: str, spec_path: Path | None, field_prefix: str = "source") -> Path:
