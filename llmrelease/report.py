@@ -102,7 +102,11 @@ def shadow_agreement(shadow: dict[str, Any]) -> str:
 def shadow_table(shadow: dict[str, Any]) -> Table:
     """Champion and candidate on the same replayed requests: the numbers production teams watch."""
     m = shadow.get("metrics", {})
-    table = Table(title=f"Shadow: {shadow.get('requests', 0)} replayed requests", header_style="bold")
+    # How the two sides were timed (never co-batched): latency ratios mean nothing without it.
+    timing = next((n for n in shadow.get("notes", []) if n.startswith("timing:")), None)
+    table = Table(
+        title=f"Shadow: {shadow.get('requests', 0)} replayed requests", header_style="bold", caption=timing
+    )
     for col, justify in (("", "left"), ("champion", "right"), ("candidate", "right"), ("ratio", "right")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for label, key, fmt in _SHADOW_ROWS:

@@ -241,3 +241,15 @@ def test_invalid_shadow_timing_names_the_field(tmp_path: Path, extra: str, field
     with pytest.raises(SpecError, match=match) as info:
         load_spec(tmp_path / "shadow.yaml", ShadowSpec)
     assert info.value.field == field_
+
+
+def test_the_terminal_shadow_table_says_how_the_sides_were_timed() -> None:
+    from rich.console import Console
+
+    from llmrelease.report import shadow_table
+
+    note = "timing: alternating phases (ABBA, 2 blocks), one side in flight at a time, concurrency 8 per side"
+    shadow = {"requests": 40, "notes": ["40 requests sampled", note], "metrics": {"champion.ttft_p95_s": 0.5}}
+    console = Console(width=200, record=True)
+    console.print(shadow_table(shadow))
+    assert "alternating phases (ABBA, 2 blocks)" in console.export_text()
