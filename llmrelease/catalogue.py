@@ -34,6 +34,9 @@ __all__ = [
     "structured_output_metrics",
     "guard_metrics",
     "shadow_metrics",
+    "serving_metrics",
+    "SERVING_METRICS",
+    "COST_METRICS",
     "app_catalogue",
 ]
 
@@ -70,6 +73,25 @@ SHADOW_METRICS: dict[str, tuple[Direction, str, str]] = {
 }
 """Aggregates of the shadow comparison that gates may name (``min``/``max`` only: no per-item scores).
 Ratios are candidate / champion, so ``max: 1.10`` on a ratio means 'at most 10% worse'."""
+
+
+SERVING_METRICS: dict[str, tuple[Direction, str, str]] = {
+    "serving.tokens_per_s": ("higher", "tokens/s", "output tokens per second over the whole evaluation"),
+    "serving.latency_p50_s": ("lower", "s", "p50 item latency in the batch (queueing included)"),
+    "serving.latency_p95_s": ("lower", "s", "p95 item latency in the batch (queueing included)"),
+    "serving.ttft_p50_s": ("lower", "s", "p50 time to first token in the batch"),
+    "serving.ttft_p95_s": ("lower", "s", "p95 time to first token in the batch"),
+    "serving.tpot_p50_s": ("lower", "s", "p50 time per output token after the first"),
+    "serving.tpot_p95_s": ("lower", "s", "p95 time per output token after the first"),
+    "serving.mean_output_tokens": ("lower", "tokens", "mean output tokens per item"),
+    "serving.truncated_rate": ("lower", "rate", "share of answers cut off at max_tokens"),
+}
+"""Aggregates of the evaluation's own generation (absolute ``min``/``max`` gates). Measured on the
+release's hardware: gate on them only where that hardware is fixed."""
+
+COST_METRICS: dict[str, tuple[Direction, str, str]] = {
+    "cost.per_1k_requests": ("lower", "currency", "cost of 1,000 evalset requests at the model's pricing"),
+}
 
 
 class MetricCollision(ValueError):
@@ -134,6 +156,14 @@ def guard_metrics(evalset: str, guard: GuardSpec) -> Iterator[MetricDef]:
     )
 
 
+def serving_metrics(priced: bool) -> Iterator[MetricDef]:
+    for name, (direction, unit, description) in SERVING_METRICS.items():
+        yield MetricDef(name, direction, False, unit, "serving", description)
+    if priced:
+        for name, (direction, unit, description) in COST_METRICS.items():
+            yield MetricDef(name, direction, False, unit, "cost", description)
+
+
 def shadow_metrics() -> Iterator[MetricDef]:
     for name, (direction, unit, description) in SHADOW_METRICS.items():
         yield MetricDef(name, direction, False, unit, "shadow", description)
@@ -178,6 +208,7 @@ def app_catalogue(app: AppSpec) -> MetricCatalogue:
             defs += structured_output_metrics(ev.name)
         if app.guard is not None:
             defs += guard_metrics(ev.name, app.guard)
+    defs += serving_metrics(priced=app.model.pricing is not None)
     if app.shadow is not None:
         defs += shadow_metrics()
     return MetricCatalogue(defs)

@@ -195,9 +195,11 @@ def load_app(
                 field=f"gates[{i}].metric",
             )
         if gate.max_regression is not None and not spec.has_item_scores(gate.metric):
+            metric = spec.catalogue[gate.metric]
+            hint = " (ratios are candidate / champion)" if metric.producer == "shadow" else ""
             raise SpecError(
-                f"'{gate.metric}' is an aggregate of the shadow comparison (no per-item scores): "
-                "use 'min' or 'max' (ratios are candidate / champion)",
+                f"'{gate.metric}' is an aggregate of the {metric.producer} step (no per-item scores): "
+                f"use 'min' or 'max'{hint}",
                 file=gates_path,
                 line=_line(gates_path, ("gates", i, "max_regression")),
                 field=f"gates[{i}].max_regression",

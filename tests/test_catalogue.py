@@ -95,3 +95,22 @@ def test_a_gate_on_a_metric_the_catalogue_lacks_fails_closed(project: Path) -> N
     spec = load_app(project, APP)
     result = evaluate_gates(spec.gates, {}, {}, None, catalogue=MetricCatalogue([])).results[0]
     assert result.verdict == "fail" and "not in the app's metric catalogue" in result.evidence
+
+
+def test_serving_and_cost_are_declared_aggregates_a_gate_may_bound(project: Path) -> None:
+    gate = {"name": "cost-ceiling", "metric": "cost.per_1k_requests", "max": 0.01}
+    _edit(project / "registry" / APP / "gates.yaml", lambda g: g.update(gates=[gate]))
+    spec = load_app(project, APP)  # the demo model has token prices
+    cost = spec.catalogue["cost.per_1k_requests"]
+    assert (cost.direction, cost.per_item, cost.producer) == ("lower", False, "cost")
+    assert spec.catalogue["serving.tokens_per_s"].direction == "higher"
+    cheap, dear = (
+        evaluate_gates(spec.gates, {"cost.per_1k_requests": v}, {}, None, catalogue=spec.catalogue).results[0]
+        for v in (0.005, 0.02)
+    )
+    assert cheap.verdict == "pass" and dear.verdict == "fail"
+
+    gate = {"name": "cost-vs-champion", "metric": "cost.per_1k_requests", "max_regression": 0.1}
+    _edit(project / "registry" / APP / "gates.yaml", lambda g: g.update(gates=[gate]))
+    with pytest.raises(SpecError, match="an aggregate of the cost step"):
+        load_app(project, APP)
