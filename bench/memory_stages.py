@@ -71,7 +71,9 @@ def main() -> None:
 
     for name in ("build_plan", "evaluate"):
         _mark(pt, name, name)
-    for name in ("register_candidate", "champion_item_scores", "gate", "log_evaluation", "promote"):
+    for name in ("register_candidate", "log_evaluation", "promote"):
+        _mark(pt, name, name)
+    for name in ("champion_item_scores", "gate"):
         _mark(pt.steps, name, name)
     threading.Thread(target=_sample, daemon=True).start()
 

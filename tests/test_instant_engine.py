@@ -56,7 +56,7 @@ def test_a_test_engine_records_its_verdict_as_such_and_moves_no_alias(tmp_path: 
     from llmrelease.flows.release import release_flow
     from llmrelease.mlflow_registry import TAG, MlflowRegistry
     from llmrelease.project import load_app
-    from llmrelease.tasks.release import candidate_key
+    from llmrelease.tasks.promotion.candidate import candidate_key
 
     project = copy_project(tmp_path / "project", guard=False, shadow=False)  # zero-cost: no guard, no server
     gates = project / "registry" / "support-triage" / "gates.yaml"

@@ -69,7 +69,8 @@ def test_promote_moves_model_and_prompt_aliases_with_compare_and_set(reg: Mlflow
 
 
 def test_hand_registered_champion_fails_comparison_gates_closed(reg: MlflowRegistry, tmp_path: Path) -> None:
-    from llmrelease.tasks.release import Candidate, champion_item_scores
+    from llmrelease.tasks.promotion.candidate import Candidate
+    from llmrelease.tasks.release import champion_item_scores
 
     reg.ensure_prompt_version(APP, TEMPLATE, content_hash="h1", commit_message="m", tags={})
     v1, _ = candidate(reg, "k1")

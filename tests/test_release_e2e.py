@@ -341,17 +341,18 @@ def test_promotion_refused_when_champion_moved_during_evaluation(
     """Compare-and-set: the candidate was compared against v2; if v1 became champion meanwhile,
     nothing moves."""
     from llmrelease.plan import build_plan
-    from llmrelease.tasks import release as steps
     from llmrelease.tasks.gates.decisions import GateReport
+    from llmrelease.tasks.promotion.candidate import register_candidate
+    from llmrelease.tasks.promotion.promote import promote
 
     project = after_history
     prompt = project / "registry" / APP / "prompt.yaml"
     prompt.write_text(prompt.read_text().replace("version: fewshot-8-v1", "version: fewshot-8-cas"))
     reg = registry_for(project)
-    candidate = steps.register_candidate(reg, build_plan(project, APP, commit="test"))
+    candidate = register_candidate(reg, build_plan(project, APP, commit="test"))
     assert candidate.champion.version == "2"
     reg.client.set_registered_model_alias(APP, "champion", "1")  # a person moves it in the UI
-    status, note = steps.promote(reg, candidate, GateReport(), run_id="r")
+    status, note = promote(reg, candidate, GateReport(), run_id="r")
     assert status == "conflict" and "moved from 2 to 1" in note
     assert reg.alias(APP, "champion").version == "1"
 

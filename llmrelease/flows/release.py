@@ -24,7 +24,7 @@ from llmrelease.tasks.prefect_tasks import (
     register_candidate_task,
     shadow_task,
 )
-from llmrelease.tasks.release import shadow_summary
+from llmrelease.tasks.shadow.replay import shadow_summary
 
 __all__ = ["release", "release_flow"]
 

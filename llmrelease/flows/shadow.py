@@ -19,8 +19,8 @@ from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.evaluation.items import records_table
 from llmrelease.tasks.gates.decisions import evaluate_gates
 from llmrelease.tasks.prefect_tasks import load_app_task, load_traffic_task, shadow_replay_task
-from llmrelease.tasks.release import shadow_summary, version_side
-from llmrelease.tasks.shadow.replay import Side
+from llmrelease.tasks.release import version_side
+from llmrelease.tasks.shadow.replay import Side, shadow_summary
 
 __all__ = ["shadow", "shadow_flow"]
 

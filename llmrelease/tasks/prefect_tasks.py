@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.outcome import Status
 from llmrelease.plan import ReleasePlan, build_plan
 from llmrelease.project import AppSpec, git_commit, load_app
 from llmrelease.tasks import release as steps
@@ -22,6 +23,9 @@ from llmrelease.tasks.evaluation.step import Evaluation, evaluate
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.progress import progress_bar
 from llmrelease.tasks.promotion import nightly as nightly_steps
+from llmrelease.tasks.promotion.candidate import Candidate, register_candidate
+from llmrelease.tasks.promotion.promote import promote
+from llmrelease.tasks.promotion.record import log_evaluation
 from llmrelease.tasks.shadow.replay import ShadowResult, Side, run_shadow
 from llmrelease.tasks.shadow.traffic import TrafficSample, read_traffic
 
@@ -99,8 +103,8 @@ def load_traffic_task(spec: AppSpec) -> TrafficSample | None:
 
 
 @task(name="register-candidate", **_IO)
-def register_candidate_task(registry: MlflowRegistry, plan: ReleasePlan) -> steps.Candidate:
-    c = steps.register_candidate(registry, plan)
+def register_candidate_task(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate:
+    c = register_candidate(registry, plan)
     get_run_logger().info(
         "candidate: model version %s (%s), prompt version %s (%s); champion: %s",
         c.version.version,
@@ -160,7 +164,7 @@ def guard_task(spec: AppSpec, evalsets: list[Evalset], evaluation: Evaluation) -
 def shadow_task(
     registry: MlflowRegistry,
     spec: AppSpec,
-    candidate: steps.Candidate,
+    candidate: Candidate,
     evaluation: Evaluation,
     sample: TrafficSample | None,
 ) -> Evaluation:
@@ -196,7 +200,7 @@ def shadow_task(
 
 @task(name="champion-scores", **_IO)
 def champion_scores_task(
-    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], candidate: steps.Candidate
+    registry: MlflowRegistry, spec: AppSpec, evalsets: list[Evalset], candidate: Candidate
 ) -> tuple[Mapping[str, Mapping[str, float]] | None, str]:
     total = sum(e.size for e in evalsets)
     with progress_bar("re-evaluating champion", total) as advance:
@@ -210,7 +214,7 @@ def gate_task(
     spec: AppSpec,
     evaluation: Evaluation,
     champion_items: Mapping[str, Mapping[str, float]] | None,
-    candidate: steps.Candidate,
+    candidate: Candidate,
 ) -> GateReport:
     return steps.gate(spec, evaluation, champion_items, candidate)
 
@@ -220,22 +224,22 @@ def log_task(
     registry: MlflowRegistry,
     spec: AppSpec,
     evalsets: list[Evalset],
-    candidate: steps.Candidate,
+    candidate: Candidate,
     evaluation: Evaluation,
     report: GateReport,
     champion_source: str,
     manifest: dict[str, Any],
 ) -> str:
-    return steps.log_evaluation(
+    return log_evaluation(
         registry, spec, evalsets, candidate, evaluation, report, champion_source, manifest=manifest
     )
 
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(
-    registry: MlflowRegistry, candidate: steps.Candidate, report: GateReport, run_id: str
-) -> tuple[steps.Status, str]:
-    status, note = steps.promote(registry, candidate, report, run_id)
+    registry: MlflowRegistry, candidate: Candidate, report: GateReport, run_id: str
+) -> tuple[Status, str]:
+    status, note = promote(registry, candidate, report, run_id)
     get_run_logger().info(note)
     return status, note
 

@@ -27,7 +27,8 @@ from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import paired, records_table, scores_from_json, scores_to_json
 from llmrelease.tasks.evaluation.step import EngineFactory, evaluate
 from llmrelease.tasks.gates.decisions import evaluate_gates
-from llmrelease.tasks.release import guard_digest, guard_evaluation, recorded_score_parts, release_specs
+from llmrelease.tasks.promotion.record import guard_digest, recorded_score_parts
+from llmrelease.tasks.release import guard_evaluation, release_specs
 
 __all__ = [
     "DriftRow",

@@ -363,3 +363,24 @@ def guard_shadow(
         row["guard_prompt"] = labels.get(("traffic", rid))
         row["champion_guard"] = labels.get(("champion", rid))
         row["candidate_guard"] = labels.get(("candidate", rid))
+
+
+def shadow_summary(result: ShadowResult) -> dict[str, Any]:
+    """The headline numbers for the terminal report and --json."""
+    keys = (
+        "champion.ttft_p50_s", "candidate.ttft_p50_s", "champion.ttft_p95_s", "candidate.ttft_p95_s",
+        "champion.tpot_p50_s", "candidate.tpot_p50_s", "champion.tpot_p95_s", "candidate.tpot_p95_s",
+        "champion.prefix_cache_hit_rate", "candidate.prefix_cache_hit_rate",
+        "champion.cost_per_1k_requests", "candidate.cost_per_1k_requests",
+        "champion.prefix_cache_saving_per_1k", "candidate.prefix_cache_saving_per_1k",
+        "shadow.agreement_exact", "shadow.agreement_rouge_l", "shadow.length_ks_pvalue",
+        "champion.error_rate", "candidate.error_rate",
+        "champion.schema_conforms_rate", "candidate.schema_conforms_rate",
+        "champion.guard_response_unsafe_rate", "candidate.guard_response_unsafe_rate",
+        "traffic.guard_prompt_unsafe_rate",
+    )  # fmt: skip
+    return {
+        "requests": len(result.sample.records),
+        "notes": result.notes,
+        "metrics": {k: result.metrics[k] for k in keys if k in result.metrics},
+    }

@@ -1,0 +1,113 @@
+"""The candidate: a model spec and a prompt version registered as one model version, found
+again (not re-registered) when its content is unchanged."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmrelease.manifest import is_test_engine
+from llmrelease.mlflow_registry import TAG, MlflowRegistry, VersionInfo
+from llmrelease.plan import ReleasePlan
+from llmrelease.specs import ModelSpec, PromptSpec, content_hash
+
+__all__ = ["Candidate", "candidate_key", "register_candidate"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    app: str
+    version: VersionInfo
+    created: bool
+    prompt_version: int
+    prompt_created: bool
+    champion: VersionInfo | None
+    """The champion when the release started: what the candidate is compared against (compare-and-set)."""
+    digests: dict[str, str]
+    git_commit: str
+    score_parts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per evalset, what its scores depend on besides model and prompt (manifest.score_parts)."""
+    manifest_digest: str = ""
+    engine_factory: str = "vllm"
+
+    @property
+    def test_engine(self) -> bool:
+        """Evaluated with a test engine (LLMRELEASE_ENGINE_FACTORY): recorded, never promoted."""
+        return is_test_engine(self.engine_factory)
+
+    @property
+    def is_champion(self) -> bool:
+        return self.champion is not None and self.champion.version == self.version.version
+
+
+def candidate_key(model: ModelSpec, prompt: PromptSpec, engine_factory: str = "vllm") -> str:
+    """The identity of a candidate. A test engine makes another candidate: its verdict is never
+    attached to the version a real release of the same specs registers."""
+    key = {"model": model.digest(), "prompt": prompt.digest()}
+    if is_test_engine(engine_factory):
+        key["engine_factory"] = engine_factory
+    return content_hash(key)
+
+
+def _flat(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(obj, dict) and obj and prefix not in ("response_schema", "engine.extra"):
+        for k, v in obj.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)
+    return out
+
+
+def register_candidate(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate:
+    """Register (or find) the prompt version and the model version of this candidate.
+
+    Called only with a built plan (every input checked). A new candidate gets the challenger alias,
+    unless it is evaluated with a test engine: that moves no alias at all.
+    """
+    spec, evalsets, git_commit = plan.spec, plan.evalsets, plan.git_commit
+    app = spec.name
+    digests = {ev.name: ev.digest for ev in evalsets}
+    prompt_version, prompt_created = registry.ensure_prompt_version(
+        app,
+        spec.prompt.template(),
+        content_hash=spec.prompt.digest(),
+        commit_message=spec.prompt.description or f"{spec.prompt.version} from {git_commit}",
+        tags={TAG + "git_commit": git_commit, TAG + "spec_version": spec.prompt.version},
+    )
+    key = candidate_key(spec.model, spec.prompt, plan.engine_factory)
+    params = _flat("", spec.model.model_dump(mode="json"), {})
+    params["prompt_version"] = str(prompt_version)
+    tags = {TAG + f"evalset.{name}.digest": d for name, d in digests.items()}
+    tags[TAG + "manifest_digest"] = plan.manifest_digest
+    champion = registry.alias(app, "champion")
+    existing = registry.find_candidate(app, key)
+    if existing is None:
+        tags.update(
+            {
+                TAG + "git_commit": git_commit,
+                TAG + "model_spec_version": spec.model.version,
+                TAG + "prompt_spec_version": spec.prompt.version,
+                TAG + "model_spec_digest": spec.model.digest(),
+                TAG + "engine_factory": plan.engine_factory,
+            }
+        )
+    version, created = registry.ensure_model_version(
+        app, candidate_key=key, prompt_version=prompt_version, params=params, tags=tags
+    )
+    candidate = Candidate(
+        app,
+        version,
+        created,
+        prompt_version,
+        prompt_created,
+        champion,
+        digests,
+        git_commit,
+        plan.score_parts,
+        plan.manifest_digest,
+        plan.engine_factory,
+    )
+    if not candidate.is_champion and not candidate.test_engine:
+        registry.set_challenger(app, version)
+    return candidate

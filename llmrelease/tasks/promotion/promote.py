@@ -1,0 +1,37 @@
+"""Promotion: move the aliases only when every gate passed, with compare-and-set on the champion
+the candidate was compared against; a test engine's verdict never moves one."""
+
+from __future__ import annotations
+
+from llmrelease.errors import PromotionConflict
+from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.outcome import Status
+from llmrelease.tasks.gates.decisions import GateReport
+from llmrelease.tasks.promotion.candidate import Candidate
+
+__all__ = ["promote"]
+
+
+def promote(
+    registry: MlflowRegistry, candidate: Candidate, report: GateReport, run_id: str
+) -> tuple[Status, str]:
+    """Move the aliases only when every gate passed and the champion is still the one compared against."""
+    if candidate.test_engine:
+        return "test_engine", (
+            f"not promoted: evaluated with a test engine ({candidate.engine_factory}); gates "
+            f"{'passed' if report.passed else 'failed'} on its outputs, which say nothing about the model"
+        )
+    if not report.passed:
+        names = ", ".join(r.name for r in report.failed)
+        return "rejected", f"not promoted: gate(s) failed: {names}"
+    try:
+        registry.promote(
+            candidate.app,
+            candidate.version,
+            expected_champion=candidate.champion.version if candidate.champion else None,
+            run_id=run_id,
+        )
+    except PromotionConflict as exc:
+        return "conflict", str(exc)
+    before = f"v{candidate.champion.version}" if candidate.champion else "none"
+    return "promoted", f"promoted v{candidate.version.version} to champion (previous champion: {before})"

@@ -1,0 +1,135 @@
+"""The release run in MLflow: params, metrics, the per-item table, the gate report, the manifest
+and the datasets; the verdict and score-part tags that later releases and the nightly check read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from llmrelease.manifest import TEST_ENGINE_VERDICT
+from llmrelease.mlflow_registry import TAG, MlflowRegistry
+from llmrelease.project import AppSpec
+from llmrelease.tasks.evaluation.evalsets import Evalset
+from llmrelease.tasks.evaluation.items import records_table, scores_to_json
+from llmrelease.tasks.evaluation.step import Evaluation
+from llmrelease.tasks.gates.decisions import GateReport
+from llmrelease.tasks.guard.step import guard_summary
+from llmrelease.tasks.promotion.candidate import Candidate
+from llmrelease.tasks.shadow.replay import shadow_summary
+
+__all__ = ["log_evaluation", "version_verdict", "guard_digest", "score_part_tags", "recorded_score_parts"]
+
+
+def guard_digest(spec: AppSpec) -> str:
+    return spec.guard.digest()[:16] if spec.guard else "none"
+
+
+def log_evaluation(
+    registry: MlflowRegistry,
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    candidate: Candidate,
+    evaluation: Evaluation,
+    report: GateReport,
+    champion_source: str,
+    *,
+    manifest: dict[str, Any],
+) -> str:
+    """One MLflow run: params, metrics (one batch), the per-item table, the gate report, the
+    manifest (everything the verdict depends on), the datasets."""
+    metrics = dict(evaluation.metrics)
+    metrics.update(evaluation.engine_info)
+    metrics["gates.passed"] = float(report.passed)
+    metrics["gates.failed_count"] = float(len(report.failed))
+    params = {
+        "app": spec.name,
+        "model_version": candidate.version.version,
+        "prompt_version": str(candidate.prompt_version),
+        "git_commit": candidate.git_commit,
+        "champion_version": candidate.champion.version if candidate.champion else "none",
+        "model_spec": spec.model.version,
+        "prompt_spec": spec.prompt.version,
+        "gate_policy": spec.gates.version,
+        "items": str(sum(ev.size for ev in evalsets)),
+        "engine_factory": candidate.engine_factory,
+    }
+    verdict = version_verdict(candidate, report)
+    tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
+    tags.update(score_part_tags(candidate.score_parts))
+    tags[TAG + "guard.digest"] = guard_digest(spec)
+    tags[TAG + "verdict"] = verdict
+    tags[TAG + "model_version"] = candidate.version.version
+    tags[TAG + "manifest_digest"] = candidate.manifest_digest
+    tags[TAG + "engine_factory"] = candidate.engine_factory
+    tags["mlflow.note.content"] = (
+        f"Gate verdict: {'PASSED' if report.passed else 'FAILED'}. Champion scores: {champion_source}."
+    )
+    artifacts = {
+        "manifest.json": manifest,
+        "gate_report.json": {**report.to_dict(), "champion_scores": champion_source},
+        "item_scores.json": scores_to_json(evaluation.scores.items),
+        "candidate/model_spec.json": spec.model.model_dump(mode="json"),
+        "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
+        "candidate/gates.json": spec.gates.model_dump(mode="json"),
+    }
+    tables = {"eval/items.json": evaluation.items.write_table}
+    if evaluation.shadow is not None:
+        shadow_gates = [asdict(r) for r in report.results if spec.catalogue[r.metric].producer == "shadow"]
+        artifacts["shadow/report.html"] = evaluation.shadow.html(
+            f"{spec.name}: shadow v{candidate.version.version} vs champion "
+            f"v{candidate.champion.version if candidate.champion else '-'}",
+            shadow_gates,
+            currency=spec.model.pricing.currency if spec.model.pricing else "USD",
+        )
+        artifacts["shadow/summary.json"] = shadow_summary(evaluation.shadow)
+        tables["shadow/requests.json"] = records_table(evaluation.shadow.rows)
+    if evaluation.guard is not None:
+        artifacts["guard_report.json"] = {
+            **guard_summary(evaluation.guard, limit=1000),
+            "guard_spec": spec.guard.model_dump(mode="json") if spec.guard else None,
+        }
+        params["guard"] = spec.guard.version if spec.guard else "none"
+    with contextlib.ExitStack() as stack:  # each evalset as a Dataset on disk while it is logged
+        datasets = [
+            (stack.enter_context(ev.hf_dataset()), ev.name, candidate.digests[ev.name]) for ev in evalsets
+        ]
+        run_id = registry.log_evaluation(
+            spec.name,
+            run_name=f"{spec.name}-v{candidate.version.version}",
+            params=params,
+            metrics=metrics,
+            tags=tags,
+            tables=tables,
+            artifacts=artifacts,
+            datasets=datasets,
+        )
+    registry.set_version_tags(
+        spec.name, candidate.version.version, {TAG + "eval_run_id": run_id, TAG + "verdict": verdict}
+    )
+    return run_id
+
+
+def version_verdict(candidate: Candidate, report: GateReport) -> str:
+    """What the version's verdict tag says: a test engine's gates say nothing about the model."""
+    if candidate.test_engine:
+        return TEST_ENGINE_VERDICT
+    return "passed" if report.passed else "failed"
+
+
+_SCORE_KEY = TAG + "score_parts."
+
+
+def score_part_tags(parts: dict[str, dict[str, str]]) -> dict[str, str]:
+    """One run tag per evalset holding its score parts (compact JSON, well under MLflow's limit)."""
+    return {
+        _SCORE_KEY + name: json.dumps(p, sort_keys=True, separators=(",", ":"))
+        for name, p in parts.items()
+    }
+
+
+def recorded_score_parts(run_tags: dict[str, str]) -> dict[str, dict[str, str]] | None:
+    """The score parts a release run recorded; None for runs recorded before they existed."""
+    found = {k[len(_SCORE_KEY) :]: json.loads(v) for k, v in run_tags.items() if k.startswith(_SCORE_KEY)}
+    return found or None
