@@ -38,9 +38,12 @@ class ReleasePlan:
     """Content digests of the model's (and the guard's) weights."""
     manifest: dict[str, Any]
     manifest_digest: str
-    score_parts: dict[str, dict[str, str]]
-    """Per evalset, the inputs that change its scores (see manifest.score_parts)."""
     traffic: TrafficSample | None = field(default=None, repr=False)
+
+    @property
+    def score_parts(self) -> dict[str, dict[str, str]]:
+        """Per evalset, the inputs that change its scores (see manifest.score_parts)."""
+        return self.manifest["score_parts"]
 
     @property
     def test_engine(self) -> bool:
@@ -93,6 +96,5 @@ def build_plan(
         weights=weights,
         manifest=manifest,
         manifest_digest=content_hash(manifest)[:16],
-        score_parts=manifest["score_parts"],
         traffic=traffic,
     )

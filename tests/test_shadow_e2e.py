@@ -60,7 +60,7 @@ def test_release_shadows_the_champion_and_gates_decide(released) -> None:
     assert m["shadow.agreement_exact"] * 40 == pytest.approx(round(m["shadow.agreement_exact"] * 40))
     assert 0.0 <= m["shadow.agreement_rouge_l"] <= 1.0
     gates = {g["name"]: g for g in out["report"]["gates"]}
-    for name, limit in (("shadow-no-errors", 0.0), ("shadow-ttft-p95", 2.0), ("shadow-cost", 3.0)):
+    for name, limit in (("shadow-no-errors", 0.0), ("shadow-ttft-p95", 3.0), ("shadow-cost", 3.0)):
         assert gates[name]["verdict"] == ("pass" if gates[name]["value"] <= limit else "fail"), name
     assert gates["shadow-cost"]["value"] == pytest.approx(m["shadow.cost_per_1k_requests_ratio"])
     assert out["shadow"]["requests"] == 40
@@ -132,9 +132,11 @@ def test_standalone_shadow_from_s3_with_a_failing_gate(released, s3) -> None:
     reg = registry(project)
     champion_before = reg.alias(APP, "champion").version
 
-    code, out, err = cli("shadow", APP, "-p", str(project), "--version", "1", "--json")
+    # v1 (the bare prompt) against v2 (few-shot), named explicitly: which of them the fixture's
+    # second release left as champion depends on its shadow latency gate, a timing on this machine.
+    code, out, err = cli("shadow", APP, "-p", str(project), "--version", "1", "--against", "2", "--json")
     assert code == 1, err
-    assert out["candidate_version"] == "1" and out["champion_version"] == champion_before
+    assert out["candidate_version"] == "1" and out["champion_version"] == "2"
     verdicts = {g["name"]: g["verdict"] for g in out["report"]["gates"]}
     cost = next(g for g in out["report"]["gates"] if g["name"] == "shadow-cost")
     assert verdicts["shadow-cost"] == "fail" and 0.1 < cost["value"] < 1.0  # v1's prompt is shorter
