@@ -42,13 +42,6 @@ __all__ = [
 
 Direction = Literal["higher", "lower"]
 
-SCORER_DIRECTIONS: dict[str, Direction] = {
-    "exact_match": "higher",
-    "json_valid": "higher",
-    "rouge_l": "higher",
-}
-"""The direction of each scorer kind's score when the card does not declare one."""
-
 RESERVED_NAMESPACES = frozenset(
     {"shadow", "champion", "candidate", "traffic", "serving", "cost", "guard", "engine", "gates"}
 )
@@ -156,17 +149,19 @@ def guard_metrics(evalset: str, guard: GuardSpec) -> Iterator[MetricDef]:
     )
 
 
+def _aggregates(table: dict[str, tuple[Direction, str, str]], producer: str) -> Iterator[MetricDef]:
+    for name, (direction, unit, description) in table.items():
+        yield MetricDef(name, direction, False, unit, producer, description)
+
+
 def serving_metrics(priced: bool) -> Iterator[MetricDef]:
-    for name, (direction, unit, description) in SERVING_METRICS.items():
-        yield MetricDef(name, direction, False, unit, "serving", description)
+    yield from _aggregates(SERVING_METRICS, "serving")
     if priced:
-        for name, (direction, unit, description) in COST_METRICS.items():
-            yield MetricDef(name, direction, False, unit, "cost", description)
+        yield from _aggregates(COST_METRICS, "cost")
 
 
 def shadow_metrics() -> Iterator[MetricDef]:
-    for name, (direction, unit, description) in SHADOW_METRICS.items():
-        yield MetricDef(name, direction, False, unit, "shadow", description)
+    yield from _aggregates(SHADOW_METRICS, "shadow")
 
 
 class MetricCatalogue(Mapping[str, MetricDef]):
@@ -195,8 +190,6 @@ class MetricCatalogue(Mapping[str, MetricDef]):
         d = self._defs.get(name)
         return d is not None and d.per_item
 
-    def direction(self, name: str) -> Direction:
-        return self._defs[name].direction
 
 
 def app_catalogue(app: AppSpec) -> MetricCatalogue:
