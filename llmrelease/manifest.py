@@ -30,6 +30,7 @@ __all__ = [
     "is_test_engine",
     "scorer_code_digest",
     "stack_versions",
+    "guard_digest",
     "score_parts",
     "changed_parts",
     "build_manifest",
@@ -105,11 +106,16 @@ def dir_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def guard_digest(app: AppSpec) -> str:
+    """The guard's identity in tags and score parts (``none`` without a guard)."""
+    return app.guard.digest()[:16] if app.guard else "none"
+
+
 def score_parts(app: AppSpec, evalsets: list[Evalset]) -> dict[str, dict[str, str]]:
     """Per evalset, each input that changes an item's scores given the same model and prompt: the
     rows, the card (scorers and their fields, directions), the scoring code, the guard, and the
     engine/guard library versions. A champion's scores are reusable only where all are equal."""
-    guard = app.guard.digest()[:16] if app.guard else "none"
+    guard = guard_digest(app)
     versions = stack_versions()
     stack = content_hash({k: versions[k] for k in ("vllm", "torch", "transformers")})[:16]
     code = scorer_code_digest()

@@ -20,14 +20,14 @@ from typing import Any, Literal
 from llmrelease.catalogue import MetricCatalogue
 from llmrelease.engines.base import Progress
 from llmrelease.errors import InputError, LLMReleaseError
-from llmrelease.manifest import score_parts
+from llmrelease.manifest import guard_digest, score_parts
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 from llmrelease.project import AppSpec
 from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import paired, records_table, scores_from_json, scores_to_json
 from llmrelease.tasks.evaluation.step import EngineFactory, evaluate
 from llmrelease.tasks.gates.decisions import evaluate_gates
-from llmrelease.tasks.promotion.record import guard_digest, recorded_score_parts
+from llmrelease.tasks.promotion.record import recorded_score_parts
 from llmrelease.tasks.release import guard_evaluation, release_specs
 
 __all__ = [

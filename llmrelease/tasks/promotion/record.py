@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from llmrelease.manifest import TEST_ENGINE_VERDICT
+from llmrelease.manifest import TEST_ENGINE_VERDICT, guard_digest
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
 from llmrelease.project import AppSpec
 from llmrelease.tasks.evaluation.evalsets import Evalset
@@ -19,11 +19,7 @@ from llmrelease.tasks.guard.step import guard_summary
 from llmrelease.tasks.promotion.candidate import Candidate
 from llmrelease.tasks.shadow.replay import shadow_summary
 
-__all__ = ["log_evaluation", "version_verdict", "guard_digest", "score_part_tags", "recorded_score_parts"]
-
-
-def guard_digest(spec: AppSpec) -> str:
-    return spec.guard.digest()[:16] if spec.guard else "none"
+__all__ = ["log_evaluation", "version_verdict", "score_part_tags", "recorded_score_parts"]
 
 
 def log_evaluation(
