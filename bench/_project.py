@@ -48,10 +48,11 @@ def make_champion(project: Path, outcome: dict, app: str = APP) -> None:
     """Make a test-engine release's version champion by hand: a test engine never moves an alias,
     and benchmarks need a champion for the second release to be compared against."""
     from llmrelease.mlflow_registry import MlflowRegistry
+    from llmrelease.tasks.promotion.transaction import promote_version
 
     registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
     [version] = [v for v in registry.versions(app) if v.version == outcome["candidate_version"]]
-    registry.promote(app, version, expected_champion=None, run_id=outcome["run_id"])
+    promote_version(registry, app, version, expected_champion=None, run_id=outcome["run_id"])
 
 
 def make_project(dest: Path, rows: int, *, seed: int = 0) -> Path:

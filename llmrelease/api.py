@@ -44,12 +44,14 @@ def release(
     git_commit: str | None = None,
     tracking_uri: str | None = None,
     store_dir: Path | None = None,
+    allow_rolled_back: bool = False,
 ) -> ReleaseOutcome:
     """Release ``app``: plan, register, evaluate, guard, shadow, gate, log, promote if every gate passed.
 
     ``prompt``/``model`` release an alternative spec file (an experiment); ``git_commit`` reads the
     specs at that commit; ``tracking_uri`` (else ``$MLFLOW_TRACKING_URI``, else the project's
-    embedded SQLite store, or ``store_dir``) says where results go."""
+    embedded SQLite store, or ``store_dir``) says where results go. A candidate that was rolled back
+    is refused (RolledBackRefused) unless ``allow_rolled_back``."""
     from llmrelease.flows.release import release_flow
     from llmrelease.store import resolve_store
 
@@ -63,5 +65,6 @@ def release(
             prompt_file=str(prompt) if prompt else None,
             model_file=str(model) if model else None,
             git_commit=git_commit,
+            allow_rolled_back=allow_rolled_back,
         )
     return ReleaseOutcome.from_dict(result, mlflow_ui=store.ui_command)

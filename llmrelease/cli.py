@@ -1,7 +1,10 @@
 """``llmrelease``: thin command line over the flows. Parses, calls, prints, maps errors to exit codes.
 
-Exit codes: 0 promoted / already champion / ok, 1 gates failed (nothing promoted), 2 invalid input,
-3 not promoted because the champion moved during the evaluation.
+Exit codes: 0 promoted / already champion / ok, 1 gates failed (nothing promoted), 2 invalid input
+(file, line, field; nothing registered), 3 not promoted because the champion moved during the
+evaluation, 4 the release could not complete (tracking server unreachable, artifacts missing, engine
+crashed: one line of cause, the traceback with --verbose). With --json, stdout carries exactly one JSON
+object, errors included.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show vLLM's a
 
 
 def _quiet(verbose: bool) -> None:
+    from llmrelease.lifeline import start_lifeline
     from llmrelease.runtime import configure
 
+    start_lifeline()  # first: children started from here on die with this process, even by SIGKILL
     configure(verbose=verbose)
 
 
@@ -79,11 +84,35 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
         os.close(saved)
 
 
-def _fail(exc: LLMReleaseError) -> None:
+def _fail(exc: LLMReleaseError, as_json: bool = False) -> None:
     from rich.text import Text
 
-    err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False)
+    if as_json:
+        from llmrelease.errors import error_payload
+
+        print(json.dumps(error_payload(exc), indent=2, default=str))
+    label = "error: " if exc.exit_code != 4 else "error (infrastructure): "
+    err.print(Text(label, style="bold red") + Text(str(exc)), highlight=False)
     raise typer.Exit(exc.exit_code)
+
+
+@contextmanager
+def _errors_reported(as_json: bool = False, verbose: bool = False) -> Iterator[None]:
+    """Every failure ends in its exit code and one message (a JSON object with --json), never a bare
+    traceback: llmrelease's own errors keep theirs; anything else is an infrastructure failure (4)."""
+    try:
+        with _stdout_to_stderr(as_json):
+            yield
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except LLMReleaseError as exc:
+        _fail(exc, as_json)
+    except Exception as exc:
+        from llmrelease.failures import as_infrastructure_error
+
+        if verbose:
+            err.print_exception()
+        _fail(as_infrastructure_error(exc), as_json)
 
 
 @app.command()
@@ -118,30 +147,38 @@ def release(
         ),
     ] = None,
     tracking_uri: TrackingOpt = None,
+    allow_rolled_back: Annotated[
+        bool,
+        typer.Option(
+            "--allow-rolled-back",
+            help="Release a candidate that was rolled back before (refused otherwise); recorded on "
+            "the version and the run.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate APP's candidate against its gates and promote it to champion if every gate passes.
 
     Exit 0: promoted or already champion. 1: a gate failed, nothing promoted. 2: invalid input
-    (file, line and field are named; nothing registered). 3: the champion moved meanwhile.
+    (file, line and field are named; nothing registered), or a rolled-back candidate without
+    --allow-rolled-back. 3: the champion moved meanwhile. 4: the release could not complete
+    (tracking server, artifacts, engine); the registry is left consistent.
     """
     _quiet(verbose)
     from llmrelease import api
     from llmrelease.report import outcome_panel
 
-    with _stdout_to_stderr(as_json):
-        try:
-            outcome = api.release(
-                app_name,
-                project,
-                prompt=prompt,
-                model=model,
-                git_commit=git_commit,
-                tracking_uri=tracking_uri,
-            )
-        except LLMReleaseError as exc:
-            _fail(exc)
+    with _errors_reported(as_json, verbose):
+        outcome = api.release(
+            app_name,
+            project,
+            prompt=prompt,
+            model=model,
+            git_commit=git_commit,
+            tracking_uri=tracking_uri,
+            allow_rolled_back=allow_rolled_back,
+        )
     if as_json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
@@ -175,28 +212,36 @@ def shadow(
     from llmrelease.report import shadow_panel
     from llmrelease.store import resolve_store
 
-    with _stdout_to_stderr(as_json):
-        try:
-            from llmrelease.project import load_app
+    with _errors_reported(as_json, verbose):
+        from llmrelease.project import load_app
 
-            load_app(project, app_name)  # fail fast on bad specs, before Prefect starts
-            store = resolve_store(project, tracking_uri)
-            from llmrelease.flows.shadow import shadow_flow
+        load_app(project, app_name)  # fail fast on bad specs, before Prefect starts
+        store = resolve_store(project, tracking_uri)
+        from llmrelease.flows.shadow import shadow_flow
 
-            with store.exported():
-                outcome = shadow_flow(
-                    app=app_name,
-                    project_dir=str(project),
-                    candidate_version=version,
-                    champion_version=against,
-                )
-        except LLMReleaseError as exc:
-            _fail(exc)
+        with store.exported():
+            outcome = shadow_flow(
+                app=app_name,
+                project_dir=str(project),
+                candidate_version=version,
+                champion_version=against,
+            )
     if as_json:
         print(json.dumps({**outcome, "mlflow_ui": store.ui_command}, indent=2, default=str))
     else:
         report_console().print(shadow_panel(outcome, store.ui_command))
     raise typer.Exit(outcome["exit_code"])
+
+
+def _known_app(project: Path, app_name: str) -> None:
+    from llmrelease.errors import UnknownNameError
+    from llmrelease.project import list_apps
+
+    apps = list_apps(project)
+    if app_name not in apps:
+        raise UnknownNameError(
+            "app", app_name, apps, fix=f"an app is a folder under {project / 'registry'} with its specs"
+        )
 
 
 @app.command()
@@ -206,29 +251,47 @@ def status(
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show which model and prompt versions hold champion, challenger and previous-champion."""
+    """Show which model and prompt versions hold champion, challenger and previous-champion, and
+    whether the model's and the prompt's aliases agree. Finishes an alias move a killed release left
+    half-way (and says so). Reads a store; never creates one."""
     _quiet(False)
-    from llmrelease.mlflow_registry import MlflowRegistry
-    from llmrelease.project import list_apps
     from llmrelease.report import status_table
     from llmrelease.store import resolve_store
-    from llmrelease.tasks.promotion.status import app_status
 
-    try:
-        apps = list_apps(project)
-        if app_name not in apps:
-            from llmrelease.errors import UnknownNameError
+    with _errors_reported(as_json):
+        _known_app(project, app_name)
+        store = resolve_store(project, tracking_uri, create=False)
+        if store.missing:
+            st = _empty_status(app_name, store.tracking_uri)
+        else:
+            from llmrelease.mlflow_registry import MlflowRegistry
+            from llmrelease.tasks.promotion.status import app_status
 
-            raise UnknownNameError("app", app_name, apps)
-    except LLMReleaseError as exc:
-        _fail(exc)
-    store = resolve_store(project, tracking_uri)
-    st = app_status(MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root), app_name)
+            st = app_status(MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root), app_name)
     if as_json:
         print(json.dumps(st, indent=2, default=str))
-        return
-    report_console().print(status_table(st))
-    report_console().print(f"{st['versions']} registered version(s) in {st['tracking_uri']}")
+        raise typer.Exit(1 if st.get("disagreements") else 0)
+    out = report_console()
+    for note in st.get("notes", []):
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+    out.print(status_table(st))
+    out.print(f"{st['versions']} registered version(s) in {st['tracking_uri']}")
+    if st.get("disagreements"):
+        raise typer.Exit(1)
+
+
+def _empty_status(app_name: str, tracking_uri: str) -> dict[str, object]:
+    from llmrelease.store import redact_uri
+
+    return {
+        "app": app_name,
+        "override": None,
+        "tracking_uri": redact_uri(tracking_uri),
+        "versions": 0,
+        "aliases": [{"alias": a, "version": None} for a in ("champion", "challenger", "previous-champion")],
+        "disagreements": [],
+        "notes": ["no store yet: nothing has been released to it"],
+    }
 
 
 @app.command()
@@ -236,19 +299,41 @@ def rollback(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
     project: ProjectOpt = Path("."),
     tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Move champion back to previous-champion (model and prompt aliases) and clear previous-champion."""
+    """Move champion back to previous-champion (model and prompt aliases, all or nothing) and clear
+    previous-champion. The demoted version is tagged rolled_back_at: releasing it again is refused
+    unless `release --allow-rolled-back`."""
     _quiet(False)
-    from llmrelease.mlflow_registry import MlflowRegistry
     from llmrelease.store import resolve_store
 
-    store = resolve_store(project, tracking_uri)
-    try:
-        restored, demoted = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root).rollback(
-            app_name
-        )
-    except LLMReleaseError as exc:
-        _fail(exc)
+    with _errors_reported(as_json):
+        _known_app(project, app_name)
+        store = resolve_store(project, tracking_uri, create=False)
+        if store.missing:
+            from llmrelease.errors import InputError
+
+            raise InputError(
+                f"app '{app_name}' has never been released to {store.tracking_uri}: nothing to roll back"
+            )
+        from llmrelease.mlflow_registry import MlflowRegistry
+        from llmrelease.tasks.promotion.transaction import rollback as roll_back
+
+        registry = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root)
+        restored, demoted, notes = roll_back(registry, app_name)
+    result = {
+        "app": app_name,
+        "status": "rolled_back",
+        "champion": restored.version,
+        "demoted": demoted.version,
+        "notes": notes,
+        "exit_code": 0,
+    }
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for note in notes:
+        report_console().print(f"[yellow]note:[/] {note}", highlight=False)
     report_console().print(
         f"[bold green]rolled back[/] {app_name}: champion is v{restored.version} again "
         f"(was v{demoted.version}); previous-champion cleared"
@@ -274,10 +359,8 @@ def demo(
     _quiet(verbose)
     from llmrelease.demo import run_demo
 
-    try:
+    with _errors_reported(False, verbose):
         code = run_demo(project)
-    except LLMReleaseError as exc:
-        _fail(exc)
     raise typer.Exit(code)
 
 
@@ -305,14 +388,12 @@ def nightly(
 
     store = resolve_store(project, tracking_uri)
     code = 0
-    with _stdout_to_stderr(as_json):
+    with _errors_reported(as_json, verbose):
         try:
             with store.exported():
                 result = nightly_flow(project_dir=str(project), apps=apps or None, tolerance=tolerance)
         except NightlyFailed as exc:
             result, code = exc.result, 2
-        except LLMReleaseError as exc:
-            _fail(exc)
     if code == 0 and result["drift"]:
         code = 1
     if as_json:

@@ -16,6 +16,9 @@ __all__ = [
     "EvalsetError",
     "UnknownNameError",
     "PromotionConflict",
+    "RolledBackRefused",
+    "InfrastructureError",
+    "error_payload",
 ]
 
 
@@ -90,3 +93,28 @@ class PromotionConflict(LLMReleaseError):
     """The champion moved while the candidate was being evaluated: promotion refused (compare-and-set)."""
 
     exit_code = 3
+
+
+class RolledBackRefused(InputError):
+    """The candidate is a version that was rolled back: releasing it again needs --allow-rolled-back."""
+
+
+class InfrastructureError(LLMReleaseError):
+    """Something the user's input did not cause stopped the release: the tracking server is
+    unreachable, a champion's artifacts are missing, the engine crashed. Exit code 4, one line of
+    cause; whatever was written is consistent (aliases move only under the promotion lock)."""
+
+    exit_code = 4
+
+
+def error_payload(exc: BaseException) -> dict[str, object]:
+    """The JSON object ``--json`` prints for an error: the same fields the text message shows."""
+    if isinstance(exc, InputError):
+        kind, fields = "input", {"file": exc.file, "line": exc.line, "field": exc.field, "fix": exc.fix}
+        message = exc.reason
+    elif isinstance(exc, PromotionConflict):
+        kind, fields, message = "conflict", {}, str(exc)
+    else:
+        kind, fields, message = "infrastructure", {}, str(exc)
+    code = exc.exit_code if isinstance(exc, LLMReleaseError) else InfrastructureError.exit_code
+    return {"status": "error", "exit_code": code, "error": {"kind": kind, "message": message, **fields}}

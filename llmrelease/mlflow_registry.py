@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmrelease.errors import InputError, PromotionConflict
+from llmrelease.errors import InfrastructureError
+from llmrelease.faults import checkpoint
 from llmrelease.runtime import preserved_environ
+from llmrelease.store import redact_uri
 
 __all__ = [
     "CHAMPION",
@@ -89,8 +91,15 @@ class MlflowRegistry:
                 mlflow.set_registry_uri(uri)
         self.tracking_uri = mlflow.get_tracking_uri()
         self.artifact_root = artifact_root or os.environ.get("LLMRELEASE_ARTIFACT_ROOT") or None
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._mlflow = mlflow
+        from llmrelease.locks import store_init_lock
+
+        # A SQLite store is created (schema migrations) by its first user; two releases starting on
+        # a fresh store at once would both migrate it and one would fail.
+        with store_init_lock(self.tracking_uri):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self.client.search_experiments(max_results=1)
+            self.client.search_registered_models(max_results=1)
 
     # ------------------------------------------------------------------------------------ prompts
 
@@ -221,70 +230,62 @@ class MlflowRegistry:
             return None
         return VersionInfo(str(mv.version), dict(mv.tags))
 
+    # ------------------------------------------------------------------------------------ aliases
+    # Primitives only: every move is read back and checked. Which aliases move together, under the
+    # app's lock and with an intent record, is llmrelease.tasks.promotion.transaction's job.
+
+    def set_model_alias(self, app: str, alias: str, version: str | None) -> None:
+        """Point (or, with None, remove) the registered model's ``alias``; checked by reading it back."""
+        from mlflow.exceptions import MlflowException
+
+        if version is None:
+            try:
+                self.client.delete_registered_model_alias(model_name(app), alias)
+            except MlflowException as exc:
+                if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code) and self.alias(app, alias):
+                    raise
+        else:
+            self.client.set_registered_model_alias(model_name(app), alias, version)
+        now = self.alias(app, alias)
+        if (now.version if now else None) != version:
+            raise InfrastructureError(
+                f"model alias '{alias}' of '{app}' reads back "
+                f"{'v' + now.version if now else 'unset'} after it was set to {version or 'unset'}"
+            )
+
+    def set_prompt_alias(self, app: str, alias: str, version: int | None) -> None:
+        """Point (or, with None, remove) the prompt's ``alias``; checked by reading it back."""
+        if version is None:
+            with contextlib.suppress(Exception):  # absent alias: nothing to delete
+                self._mlflow.genai.delete_prompt_alias(prompt_name(app), alias)
+        else:
+            self._mlflow.genai.set_prompt_alias(prompt_name(app), alias, version)
+        now = self.prompt_alias(app, alias)
+        if now != version:
+            raise InfrastructureError(
+                f"prompt alias '{alias}' of '{app}' reads back {now or 'unset'} after it was set to "
+                f"{version or 'unset'}"
+            )
+
     def set_challenger(self, app: str, candidate: VersionInfo) -> None:
-        self.client.set_registered_model_alias(model_name(app), CHALLENGER, candidate.version)
+        self.set_model_alias(app, CHALLENGER, candidate.version)
         if candidate.prompt_version is not None:
-            self._mlflow.genai.set_prompt_alias(prompt_name(app), CHALLENGER, candidate.prompt_version)
+            self.set_prompt_alias(app, CHALLENGER, candidate.prompt_version)
 
-    def _point(self, app: str, alias: str, target: VersionInfo | None) -> None:
-        if target is None:
-            for delete in (
-                lambda: self.client.delete_registered_model_alias(model_name(app), alias),
-                lambda: self._mlflow.genai.delete_prompt_alias(prompt_name(app), alias),
-            ):
-                with contextlib.suppress(Exception):  # absent alias: nothing to delete
-                    delete()
-            return
-        self.client.set_registered_model_alias(model_name(app), alias, target.version)
-        if target.prompt_version is not None:
-            self._mlflow.genai.set_prompt_alias(prompt_name(app), alias, target.prompt_version)
+    # The unfinished-move record: a registered-model tag, written before the first alias moves and
+    # removed after the last one was checked.
 
-    def promote(
-        self, app: str, candidate: VersionInfo, *, expected_champion: str | None, run_id: str
-    ) -> None:
-        """Move champion to ``candidate`` and previous-champion to the old one, model and prompt.
+    _INTENT = TAG + "intent"
 
-        Compare-and-set: if the champion is no longer the one the candidate was compared against,
-        nothing moves. MLflow has no transactional alias update, so the check is re-done right
-        before the write and the result verified after.
-        """
-        current = self.alias(app, CHAMPION)
-        current_version = current.version if current else None
-        if current_version != expected_champion:
-            raise PromotionConflict(
-                f"champion of '{app}' moved from {expected_champion or 'none'} to "
-                f"{current_version or 'none'} "
-                "while the candidate was evaluated; not promoting. Re-run the release to compare against "
-                "the new champion."
-            )
-        self._point(app, PREVIOUS, current)
-        self._point(app, CHAMPION, candidate)
-        self._point(app, CHALLENGER, None)
-        self.set_version_tags(
-            app, candidate.version, {TAG + "promoted_at": utc_now(), TAG + "promoted_by_run": run_id}
-        )
-        after = self.alias(app, CHAMPION)
-        if after is None or after.version != candidate.version:
-            raise PromotionConflict(
-                f"champion of '{app}' was changed concurrently during promotion; check the registry"
-            )
+    def read_intent(self, app: str) -> dict[str, Any] | None:
+        raw = (self.model_tags(app) or {}).get(self._INTENT)
+        return json.loads(raw) if raw else None
 
-    def rollback(self, app: str) -> tuple[VersionInfo, VersionInfo]:
-        """champion <- previous-champion; previous-champion is cleared. Returns (restored, demoted)."""
-        champion = self.alias(app, CHAMPION)
-        previous = self.alias(app, PREVIOUS)
-        if champion is None:
-            raise InputError(f"app '{app}' has no champion to roll back")
-        if previous is None:
-            raise InputError(
-                f"app '{app}' has no previous-champion; nothing to roll back to",
-                fix="release an earlier candidate instead, or set the alias in the MLflow UI",
-            )
-        self._point(app, CHAMPION, previous)
-        self._point(app, PREVIOUS, None)
-        self.set_version_tags(app, champion.version, {TAG + "rolled_back_at": utc_now()})
-        self.set_version_tags(app, previous.version, {TAG + "restored_at": utc_now()})
-        return previous, champion
+    def write_intent(self, app: str, intent: dict[str, Any]) -> None:
+        self.set_model_tag(app, self._INTENT, json.dumps(intent, sort_keys=True, separators=(",", ":")))
+
+    def clear_intent(self, app: str) -> None:
+        self.client.delete_registered_model_tag(model_name(app), self._INTENT)
 
     # --------------------------------------------------------------------------------------- runs
 
@@ -308,8 +309,10 @@ class MlflowRegistry:
         tables: dict[str, Callable[[Path], None]],
         artifacts: dict[str, Any],
         datasets: list[tuple[Any, str, str]],
+        final_tags: dict[str, str] | None = None,
     ) -> str:
-        """One MLflow run per evaluation; metrics in one batched call.
+        """One MLflow run per evaluation; metrics in one batched call; ``final_tags`` (the verdict)
+        written last, just before the run is marked FINISHED.
 
         ``tables``: artifact path -> a function that writes the table file (MLflow's ``split`` JSON,
         see :func:`llmrelease.tasks.evaluation.items.write_table`) to the path it is given; written to disk
@@ -318,14 +321,23 @@ class MlflowRegistry:
         ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""
         import tempfile
 
+        from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
-        mlflow = self._mlflow
-        with self._run(app, run_name, tags, params, metrics) as run_id:
-            for ds, name, digest in datasets:
-                dataset = mlflow.data.from_huggingface(ds, name=name, digest=digest)
-                with mlflow.start_run(run_id=run_id, nested=False):
-                    mlflow.log_input(dataset, context="evaluation")
+        with self._run(app, run_name, tags, params, metrics, final_tags=final_tags) as run_id:
+            checkpoint("log.run_started")
+            if datasets:
+                # The client call, not mlflow.start_run(run_id=...): leaving that block marks the run
+                # FINISHED, before its artifacts are written.
+                context = [InputTag("mlflow.data.context", "evaluation")]
+                inputs = [
+                    DatasetInput(
+                        self._mlflow.data.from_huggingface(ds, name=name, digest=digest)._to_mlflow_entity(),
+                        context,
+                    )
+                    for ds, name, digest in datasets
+                ]
+                self.client.log_inputs(run_id, datasets=inputs)
             for path, write in tables.items():
                 with tempfile.TemporaryDirectory(prefix="llmrelease-table-") as tmp:
                     local = Path(tmp) / Path(path).name
@@ -339,6 +351,8 @@ class MlflowRegistry:
                     self.client.log_text(run_id, obj, path)
                 else:
                     self.client.log_dict(run_id, obj, path)
+            checkpoint("log.artifacts_written")
+        checkpoint("log.finished")
         return run_id
 
     @contextlib.contextmanager
@@ -349,13 +363,23 @@ class MlflowRegistry:
         tags: dict[str, str],
         params: dict[str, str],
         metrics: dict[str, float] | None = None,
+        *,
+        final_tags: dict[str, str] | None = None,
     ) -> Iterator[str]:
-        """A run in the app's experiment with its params, metrics and tags in one batched call;
-        FINISHED when the block ends, FAILED (and re-raised) when it raises."""
+        """A run in the app's experiment with its params, metrics and tags in one batched call.
+
+        FINISHED only when the block ends, after ``final_tags`` (the verdict) are written: a run that
+        says what it decided has every artifact. FAILED (and re-raised) when the block raises; a
+        process killed inside it leaves it RUNNING, tagged with its owner, so the next release of the
+        app can tell (:meth:`mark_killed_runs`)."""
         from mlflow.entities import Metric, Param, RunTag
 
+        from llmrelease.runtime import process_owner
+
         run = self.client.create_run(
-            self.experiment_id(app), run_name=run_name, tags={TAG + "app": app, **tags}
+            self.experiment_id(app),
+            run_name=run_name,
+            tags={TAG + "app": app, TAG + "owner": process_owner(), **tags},
         )
         run_id = run.info.run_id
         try:
@@ -367,10 +391,33 @@ class MlflowRegistry:
                 tags=[RunTag(k, v) for k, v in tags.items()],
             )
             yield run_id
+            if final_tags:
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in final_tags.items()])
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
+
+    def mark_killed_runs(self, app: str) -> list[str]:
+        """Runs of ``app`` left RUNNING by a process of this machine that no longer exists: marked
+        KILLED (with a note), so no one reads them as in progress. Runs owned by another machine are
+        left alone: from here, a live release there looks the same as a dead one."""
+        from llmrelease.runtime import owner_alive
+
+        exp = self.client.get_experiment_by_name(experiment_name(app))
+        if exp is None:
+            return []
+        killed = []
+        for run in self.client.search_runs(
+            [exp.experiment_id], "attributes.status = 'RUNNING'", max_results=200
+        ):
+            owner = run.data.tags.get(TAG + "owner")
+            if owner and owner_alive(owner) is False:
+                note = f"marked KILLED at {utc_now()}: its process ({owner}) died before the run ended"
+                self.client.set_tag(run.info.run_id, TAG + "killed", note)
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                killed.append(run.info.run_id)
+        return killed
 
     def log_record(
         self,
@@ -403,11 +450,21 @@ class MlflowRegistry:
         """Point the prompt's ``alias`` at ``version``'s prompt version; True if it moved."""
         if version.prompt_version is None or self.prompt_alias(app, alias) == version.prompt_version:
             return False
-        self._mlflow.genai.set_prompt_alias(prompt_name(app), alias, version.prompt_version)
+        self.set_prompt_alias(app, alias, version.prompt_version)
         return True
 
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 
     def load_artifact_dict(self, run_id: str, path: str) -> dict[str, Any]:
-        return self._mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+        """A JSON artifact of a run; InfrastructureError (one line) when it is gone from the store."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+        except (MlflowException, OSError) as exc:
+            uri = self.client.get_run(run_id).info.artifact_uri
+            raise InfrastructureError(
+                f"artifact '{path}' of run {run_id} cannot be read from {redact_uri(uri)} "
+                f"(deleted or unreachable): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from exc

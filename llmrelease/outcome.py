@@ -17,7 +17,8 @@ Status = Literal["promoted", "rejected", "already_champion", "conflict", "test_e
 
 EXIT_CODES: dict[str, int] = {"promoted": 0, "already_champion": 0, "rejected": 1, "conflict": 3}
 """0 promoted or already champion, 1 a gate failed (nothing promoted), 3 the champion moved while
-the candidate was evaluated. 2 (invalid input) is raised before any outcome exists."""
+the candidate was evaluated. Raised before any outcome exists (``LLMReleaseError.exit_code``): 2
+invalid input (or a rolled-back candidate), 4 infrastructure (the release could not complete)."""
 
 
 @dataclass

@@ -212,8 +212,17 @@ def _v(version: str | None) -> str:
     return f"v{version}" if version else "none"
 
 
+def _prompt_cell(row: dict[str, Any]) -> str:
+    cell = str(row.get("prompt_version") or "-")
+    if not row.get("agrees", True):
+        cell += f" [bold red](prompt alias on {row.get('prompt_alias_version') or 'nothing'})[/]"
+    return cell
+
+
 def status_table(status: dict[str, Any]) -> Table:
-    caption = f"[bold red]MANUAL OVERRIDE[/]: {status['override']}" if status.get("override") else None
+    lines = [f"[bold red]MANUAL OVERRIDE[/]: {status['override']}"] if status.get("override") else []
+    lines += [f"[bold red]ALIASES DISAGREE[/]: {d}" for d in status.get("disagreements", [])]
+    caption = "\n".join(lines) or None
     table = Table(title=f"{status['app']}: aliases", header_style="bold", caption=caption)
     for col in ("alias", "model", "prompt", "verdict", "git commit", "metrics", "eval run"):
         table.add_column(col, no_wrap=True)
@@ -222,7 +231,7 @@ def status_table(status: dict[str, Any]) -> Table:
         table.add_row(
             row["alias"],
             _v(row.get("version")),
-            str(row.get("prompt_version") or "-"),
+            _prompt_cell(row),
             row.get("verdict") or "-",
             (row.get("git_commit") or "-")[:12],
             metrics or "-",

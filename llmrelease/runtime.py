@@ -52,3 +52,35 @@ def configure(*, verbose: bool = False) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for name in ("mlflow", "alembic", "httpx", "datasets", "evaluate", "transformers"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def process_owner() -> str:
+    """``host|pid|start-time`` of this process: written on runs and intents so a later release can
+    tell a crashed owner (same host, no such process) from a live one."""
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    return f"{socket.gethostname()}|{me.pid}|{me.create_time():.2f}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process a :func:`process_owner` token names still runs; None when it ran on
+    another host (unknowable from here) or the token is not one."""
+    import socket
+
+    import psutil
+
+    try:
+        host, pid, started = owner.split("|")
+        pid_n, started_t = int(pid), float(started)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        proc = psutil.Process(pid_n)
+        return abs(proc.create_time() - started_t) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -34,6 +34,13 @@ class Store:
     tracking_uri: str
     artifact_root: str | None
 
+    @property
+    def missing(self) -> bool:
+        """A local SQLite store whose file does not exist yet (nothing was ever written to it)."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return False
+        return not Path(self.tracking_uri[len("sqlite:///") :]).exists()
+
     @contextmanager
     def exported(self) -> Iterator[None]:
         """Hand the store to the flow through the environment, so the URI (which may hold
@@ -58,14 +65,18 @@ class Store:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
 
-def resolve_store(project: Path, tracking_uri: str | None = None, *, store_dir: Path | None = None) -> Store:
+def resolve_store(
+    project: Path, tracking_uri: str | None = None, *, store_dir: Path | None = None, create: bool = True
+) -> Store:
     """Explicit URI > MLFLOW_TRACKING_URI > ``<project>/.llmrelease/mlflow.db`` (or ``store_dir``).
 
-    Artifacts: LLMRELEASE_ARTIFACT_ROOT (e.g. ``s3://bucket/prefix``) > ``<store>/artifacts``."""
+    Artifacts: LLMRELEASE_ARTIFACT_ROOT (e.g. ``s3://bucket/prefix``) > ``<store>/artifacts``.
+    ``create=False``: readers (status, rollback) make no directory; see :attr:`Store.missing`."""
     uri = tracking_uri or (None if store_dir else os.environ.get("MLFLOW_TRACKING_URI"))
     if uri:
         return Store(uri, os.environ.get("LLMRELEASE_ARTIFACT_ROOT"))
     base = (store_dir or project / ".llmrelease").resolve()
-    base.mkdir(parents=True, exist_ok=True)
+    if create:
+        base.mkdir(parents=True, exist_ok=True)
     artifacts = None if store_dir else os.environ.get("LLMRELEASE_ARTIFACT_ROOT")
     return Store(f"sqlite:///{base / 'mlflow.db'}", artifacts or (base / "artifacts").as_uri())

@@ -100,6 +100,7 @@ def test_champion_scores_are_measured_again_when_the_evalset_card_changed(
     its stored scores predate the scorer, so they are not reused ('no items in common' before)."""
     from llmrelease.flows.release import release_flow
     from llmrelease.mlflow_registry import MlflowRegistry
+    from llmrelease.tasks.promotion.transaction import promote_version
 
     project = copy_project(tmp_path / "project", guard=False, shadow=False)
     monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", TEST_ENGINE)
@@ -107,7 +108,7 @@ def test_champion_scores_are_measured_again_when_the_evalset_card_changed(
     first = release_flow(app="support-triage", project_dir=str(project))
     registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
     [v1] = registry.versions("support-triage")
-    registry.promote("support-triage", v1, expected_champion=None, run_id=first["run_id"])  # by hand
+    promote_version(registry, "support-triage", v1, expected_champion=None, run_id=first["run_id"])  # by hand
 
     card = project / "evalsets" / "support-triage" / "tickets.card.yaml"
     _edit_yaml(
@@ -129,8 +130,8 @@ def test_champion_scores_are_measured_again_when_the_evalset_card_changed(
     prompt.write_text(prompt.read_text().replace("Ticket: {{ ticket }}", "Ticket now: {{ ticket }}"))
     out = release_flow(app="support-triage", project_dir=str(project))
     assert any(n.startswith("champion scores: re-evaluated") for n in out["notes"])  # v1's run predates it
-    registry.promote(
-        "support-triage", registry.versions("support-triage")[1], expected_champion="1", run_id="x"
+    promote_version(
+        registry, "support-triage", registry.versions("support-triage")[1], expected_champion="1", run_id="x"
     )
     prompt.write_text(prompt.read_text().replace("Ticket now: {{ ticket }}", "Ticket then: {{ ticket }}"))
     out = release_flow(app="support-triage", project_dir=str(project))

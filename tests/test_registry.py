@@ -8,6 +8,7 @@ import pytest
 
 from llmrelease.errors import InputError, PromotionConflict
 from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.tasks.promotion.transaction import promote_version, rollback
 
 APP = "unit-app"
 TEMPLATE = [{"role": "user", "content": "Q: {{ q }}"}]
@@ -52,20 +53,20 @@ def test_promote_moves_model_and_prompt_aliases_with_compare_and_set(reg: Mlflow
     reg.ensure_prompt_version(APP, TEMPLATE + [], content_hash="h2", commit_message="m", tags={})
     v1, _ = candidate(reg, "k1", 1)
     v2, _ = candidate(reg, "k2", 2)
-    reg.promote(APP, v1, expected_champion=None, run_id="r1")
+    promote_version(reg, APP, v1, expected_champion=None, run_id="r1")
     reg.set_challenger(APP, v2)
     with pytest.raises(PromotionConflict, match="moved from none to 1"):
-        reg.promote(APP, v2, expected_champion=None, run_id="r2")
+        promote_version(reg, APP, v2, expected_champion=None, run_id="r2")
     assert reg.alias(APP, "champion").version == "1"
-    reg.promote(APP, v2, expected_champion="1", run_id="r2")
+    promote_version(reg, APP, v2, expected_champion="1", run_id="r2")
     assert (reg.alias(APP, "champion").version, reg.alias(APP, "previous-champion").version) == ("2", "1")
     assert (reg.prompt_alias(APP, "champion"), reg.prompt_alias(APP, "previous-champion")) == (2, 1)
     assert reg.alias(APP, "challenger") is None and reg.prompt_alias(APP, "challenger") is None
-    restored, demoted = reg.rollback(APP)
+    restored, demoted, _ = rollback(reg, APP)
     assert (restored.version, demoted.version) == ("1", "2")
     assert reg.prompt_alias(APP, "champion") == 1
     with pytest.raises(InputError, match="no previous-champion"):
-        reg.rollback(APP)
+        rollback(reg, APP)
 
 
 def test_hand_registered_champion_fails_comparison_gates_closed(reg: MlflowRegistry, tmp_path: Path) -> None:
@@ -82,5 +83,9 @@ def test_hand_registered_champion_fails_comparison_gates_closed(reg: MlflowRegis
 
 
 def test_rollback_without_champion_is_an_input_error(reg: MlflowRegistry) -> None:
+    with pytest.raises(InputError, match="nothing registered"):
+        rollback(reg, APP)
+    reg.ensure_prompt_version(APP, TEMPLATE, content_hash="h1", commit_message="m", tags={})
+    candidate(reg, "k1")
     with pytest.raises(InputError, match="no champion"):
-        reg.rollback(APP)
+        rollback(reg, APP)

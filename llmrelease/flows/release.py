@@ -38,6 +38,7 @@ def release(
     git_commit: str | None = None,
     tracking_uri: str | None = None,
     artifact_root: str | None = None,
+    allow_rolled_back: bool = False,
 ) -> ReleaseOutcome:
     # 1. Plan: read, check and resolve every input (specs, model sources, engine arguments,
     #    evalsets, traffic) and write the manifest. Bad input stops here, before anything is registered.
@@ -51,8 +52,9 @@ def release(
     store = resolve_store(spec.root, tracking_uri)
     registry = MlflowRegistry(store.tracking_uri, artifact_root=artifact_root or store.artifact_root)
 
-    # 2. Register the candidate (prompt version + model version), or find it if unchanged.
-    candidate = register_candidate_task(registry, quote(plan))
+    # 2. Register the candidate (prompt version + model version), or find it if unchanged. Under the
+    #    app's lock, which first finishes whatever a killed release left half-way.
+    candidate = register_candidate_task(registry, quote(plan), allow_rolled_back)
     champion_before = candidate.champion.version if candidate.champion else None
     if candidate.is_champion:
         return ReleaseOutcome(
@@ -64,7 +66,7 @@ def release(
             champion_before,
             redact_uri(registry.tracking_uri),
             run_id=candidate.version.eval_run_id,
-            notes=[f"v{candidate.version.version} is already the champion: nothing to do"],
+            notes=[*candidate.notes, f"v{candidate.version.version} is already the champion: nothing to do"],
         )
 
     # 3. Evaluate the candidate in one batch, check its prompts and responses with the guard, and
@@ -74,7 +76,8 @@ def release(
     # ...and replay recorded production traffic through both, the way a shadow deployment would.
     evaluation = shadow_task(registry, spec, candidate, quote(evaluation), traffic)
 
-    # 4. Gate, record everything, and promote only if every gate passed.
+    # 4. Gate, record everything (challenger moves to the candidate with its verdict), and promote
+    #    only if every gate passed and the champion is still the one it was compared with.
     report = gate_task(spec, quote(evaluation), quote(champion_items), candidate)
     run_id = log_task(
         registry, spec, evalsets, candidate, quote(evaluation), report, champion_source, quote(plan.manifest)
@@ -93,7 +96,7 @@ def release(
         run_id=run_id,
         report=report.to_dict(),
         metrics={**evaluation.metrics, **evaluation.engine_info},
-        notes=[f"champion scores: {champion_source}", note],
+        notes=[*candidate.notes, f"champion scores: {champion_source}", note],
         guard=guard_summary(evaluation.guard) if evaluation.guard is not None else None,
         shadow=shadow_summary(evaluation.shadow) if evaluation.shadow is not None else None,
     )
@@ -108,6 +111,7 @@ def release_flow(
     git_commit: str | None = None,
     tracking_uri: str | None = None,
     artifact_root: str | None = None,
+    allow_rolled_back: bool = False,
 ) -> dict[str, Any]:
     """Release one app: validate specs and evalsets, register the candidate, evaluate it on vLLM,
     compare it with the champion, apply the gates and move the aliases only if every gate passed.
@@ -125,5 +129,6 @@ def release_flow(
             git_commit=git_commit,
             tracking_uri=store.tracking_uri,
             artifact_root=artifact_root or store.artifact_root,
+            allow_rolled_back=allow_rolled_back,
         )
     return outcome.to_dict()

@@ -103,8 +103,12 @@ def load_traffic_task(spec: AppSpec) -> TrafficSample | None:
 
 
 @task(name="register-candidate", **_IO)
-def register_candidate_task(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate:
-    c = register_candidate(registry, plan)
+def register_candidate_task(
+    registry: MlflowRegistry, plan: ReleasePlan, allow_rolled_back: bool = False
+) -> Candidate:
+    c = register_candidate(registry, plan, allow_rolled_back=allow_rolled_back)
+    for note in c.notes:
+        get_run_logger().warning(note)
     get_run_logger().info(
         "candidate: model version %s (%s), prompt version %s (%s); champion: %s",
         c.version.version,

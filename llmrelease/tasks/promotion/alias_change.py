@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from llmrelease.locks import app_lock
 from llmrelease.manifest import TEST_ENGINE_VERDICT
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 
@@ -86,7 +87,8 @@ def record_alias_change(
         release_run=current.eval_run_id,
         moved_by=_moved_by(current),
     )
-    record.prompt_alias_synced = registry.sync_prompt_alias(app, CHAMPION, current)
+    with app_lock(registry.tracking_uri, app):  # never between a release's compare and its moves
+        record.prompt_alias_synced = registry.sync_prompt_alias(app, CHAMPION, current)
     if record.prompt_alias_synced:
         record.notes.append(f"prompt alias '{CHAMPION}' moved to prompt v{current.prompt_version} to match")
     _write(registry, record, delivery)

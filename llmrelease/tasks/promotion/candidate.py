@@ -1,5 +1,10 @@
 """The candidate: a model spec and a prompt version registered as one model version, found
-again (not re-registered) when its content is unchanged."""
+again (not re-registered) when its content is unchanged.
+
+Registration is find-or-create under the app's lock (:mod:`llmrelease.locks`): two releases of the
+same content at once get one version. Taking the lock first finishes what a killed release left
+half-way (:func:`.transaction.recover`). A version that was rolled back is not released again
+unless asked for explicitly."""
 
 from __future__ import annotations
 
@@ -7,10 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmrelease.errors import RolledBackRefused
+from llmrelease.faults import checkpoint
+from llmrelease.locks import app_lock
 from llmrelease.manifest import is_test_engine
-from llmrelease.mlflow_registry import TAG, MlflowRegistry, VersionInfo
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
 from llmrelease.plan import ReleasePlan
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
+from llmrelease.tasks.promotion.transaction import recover
 
 __all__ = ["Candidate", "candidate_key", "register_candidate"]
 
@@ -30,6 +39,9 @@ class Candidate:
     """Per evalset, what its scores depend on besides model and prompt (manifest.score_parts)."""
     manifest_digest: str = ""
     engine_factory: str = "vllm"
+    notes: tuple[str, ...] = ()
+    """What registration found and did on the way: an unfinished move completed, dead runs marked,
+    a rolled-back version released again on purpose."""
 
     @property
     def test_engine(self) -> bool:
@@ -59,15 +71,45 @@ def _flat(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def register_candidate(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate:
+def register_candidate(
+    registry: MlflowRegistry, plan: ReleasePlan, *, allow_rolled_back: bool = False
+) -> Candidate:
     """Register (or find) the prompt version and the model version of this candidate.
 
-    Called only with a built plan (every input checked). A new candidate gets the challenger alias,
-    unless it is evaluated with a test engine: that moves no alias at all.
-    """
+    Called only with a built plan (every input checked). Moves no alias: ``challenger`` moves when
+    the candidate's verdict is recorded (:func:`.record.log_evaluation`)."""
+    app = plan.spec.name
+    checkpoint("register.waiting_for_lock")
+    with app_lock(registry.tracking_uri, app):
+        checkpoint("register.locked")
+        notes = recover(registry, app)
+        return _register(registry, plan, allow_rolled_back=allow_rolled_back, notes=notes)
+
+
+def _register(
+    registry: MlflowRegistry, plan: ReleasePlan, *, allow_rolled_back: bool, notes: list[str]
+) -> Candidate:
     spec, evalsets, git_commit = plan.spec, plan.evalsets, plan.git_commit
     app = spec.name
     digests = {ev.name: ev.digest for ev in evalsets}
+    key = candidate_key(spec.model, spec.prompt, plan.engine_factory)
+    champion = registry.alias(app, CHAMPION)
+    existing = registry.find_candidate(app, key)
+    tags = {TAG + f"evalset.{name}.digest": d for name, d in digests.items()}
+    tags[TAG + "manifest_digest"] = plan.manifest_digest
+    rolled_back = existing.tags.get(TAG + "rolled_back_at") if existing else None
+    if existing and rolled_back and not (champion and champion.version == existing.version):
+        if not allow_rolled_back:
+            raise RolledBackRefused(
+                f"this candidate (same model spec and prompt) is v{existing.version}, which was rolled "
+                f"back at {rolled_back}; releasing it again is refused",
+                fix="change the candidate, or pass --allow-rolled-back to release it again on purpose "
+                "(recorded on the version and the run)",
+            )
+        tags[TAG + "rereleased_after_rollback_at"] = utc_now()
+        notes.append(
+            f"v{existing.version} was rolled back at {rolled_back}; released again (--allow-rolled-back)"
+        )
     prompt_version, prompt_created = registry.ensure_prompt_version(
         app,
         spec.prompt.template(),
@@ -75,13 +117,9 @@ def register_candidate(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate
         commit_message=spec.prompt.description or f"{spec.prompt.version} from {git_commit}",
         tags={TAG + "git_commit": git_commit, TAG + "spec_version": spec.prompt.version},
     )
-    key = candidate_key(spec.model, spec.prompt, plan.engine_factory)
+    checkpoint("register.prompt_registered")
     params = _flat("", spec.model.model_dump(mode="json"), {})
     params["prompt_version"] = str(prompt_version)
-    tags = {TAG + f"evalset.{name}.digest": d for name, d in digests.items()}
-    tags[TAG + "manifest_digest"] = plan.manifest_digest
-    champion = registry.alias(app, "champion")
-    existing = registry.find_candidate(app, key)
     if existing is None:
         tags.update(
             {
@@ -95,7 +133,8 @@ def register_candidate(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate
     version, created = registry.ensure_model_version(
         app, candidate_key=key, prompt_version=prompt_version, params=params, tags=tags
     )
-    candidate = Candidate(
+    checkpoint("register.model_registered")
+    return Candidate(
         app,
         version,
         created,
@@ -107,7 +146,5 @@ def register_candidate(registry: MlflowRegistry, plan: ReleasePlan) -> Candidate
         plan.score_parts,
         plan.manifest_digest,
         plan.engine_factory,
+        tuple(notes),
     )
-    if not candidate.is_champion and not candidate.test_engine:
-        registry.set_challenger(app, version)
-    return candidate

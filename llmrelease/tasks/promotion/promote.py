@@ -1,13 +1,16 @@
 """Promotion: move the aliases only when every gate passed, with compare-and-set on the champion
-the candidate was compared against; a test engine's verdict never moves one."""
+the candidate was compared against, all or nothing (:mod:`.transaction`); a test engine's verdict
+never moves one."""
 
 from __future__ import annotations
 
 from llmrelease.errors import PromotionConflict
+from llmrelease.faults import checkpoint
 from llmrelease.mlflow_registry import MlflowRegistry
 from llmrelease.outcome import Status
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.promotion.candidate import Candidate
+from llmrelease.tasks.promotion.transaction import promote_version
 
 __all__ = ["promote"]
 
@@ -24,8 +27,10 @@ def promote(
     if not report.passed:
         names = ", ".join(r.name for r in report.failed)
         return "rejected", f"not promoted: gate(s) failed: {names}"
+    checkpoint("promote.gates_passed")
     try:
-        registry.promote(
+        moved, notes = promote_version(
+            registry,
             candidate.app,
             candidate.version,
             expected_champion=candidate.champion.version if candidate.champion else None,
@@ -33,5 +38,8 @@ def promote(
         )
     except PromotionConflict as exc:
         return "conflict", str(exc)
+    if not moved:
+        return "already_champion", "; ".join(notes)
     before = f"v{candidate.champion.version}" if candidate.champion else "none"
-    return "promoted", f"promoted v{candidate.version.version} to champion (previous champion: {before})"
+    done = f"promoted v{candidate.version.version} to champion (previous champion: {before})"
+    return "promoted", "; ".join([*notes, done])

@@ -8,8 +8,10 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from llmrelease.faults import checkpoint
+from llmrelease.locks import app_lock
 from llmrelease.manifest import TEST_ENGINE_VERDICT, guard_digest
-from llmrelease.mlflow_registry import TAG, MlflowRegistry
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry
 from llmrelease.project import AppSpec
 from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import records_table, scores_to_json
@@ -19,7 +21,7 @@ from llmrelease.tasks.guard.step import guard_summary
 from llmrelease.tasks.promotion.candidate import Candidate
 from llmrelease.tasks.shadow.replay import shadow_summary
 
-__all__ = ["log_evaluation", "version_verdict", "score_part_tags", "recorded_score_parts"]
+__all__ = ["log_evaluation", "record_verdict", "version_verdict", "score_part_tags", "recorded_score_parts"]
 
 
 def log_evaluation(
@@ -55,9 +57,10 @@ def log_evaluation(
     tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
     tags.update(score_part_tags(candidate.score_parts))
     tags[TAG + "guard.digest"] = guard_digest(spec)
-    tags[TAG + "verdict"] = verdict
     tags[TAG + "model_version"] = candidate.version.version
     tags[TAG + "manifest_digest"] = candidate.manifest_digest
+    if candidate.notes:
+        tags[TAG + "registration_notes"] = "\n".join(candidate.notes)[:4900]
     tags[TAG + "engine_factory"] = candidate.engine_factory
     tags["mlflow.note.content"] = (
         f"Gate verdict: {'PASSED' if report.passed else 'FAILED'}. Champion scores: {champion_source}."
@@ -100,11 +103,24 @@ def log_evaluation(
             tables=tables,
             artifacts=artifacts,
             datasets=datasets,
+            final_tags={TAG + "verdict": verdict},  # last: a run with a verdict has all its artifacts
         )
-    registry.set_version_tags(
-        spec.name, candidate.version.version, {TAG + "eval_run_id": run_id, TAG + "verdict": verdict}
-    )
+    record_verdict(registry, candidate, run_id, verdict)
     return run_id
+
+
+def record_verdict(registry: MlflowRegistry, candidate: Candidate, run_id: str, verdict: str) -> None:
+    """Tag the version with its verdict and release run, and move ``challenger`` to it: challenger is
+    always the version evaluated last, with its verdict (a test engine's moves no alias). Under the
+    app's lock, so it never lands between a promotion's compare and its moves."""
+    with app_lock(registry.tracking_uri, candidate.app):
+        registry.set_version_tags(
+            candidate.app, candidate.version.version, {TAG + "eval_run_id": run_id, TAG + "verdict": verdict}
+        )
+        champion = registry.alias(candidate.app, CHAMPION)  # now, not when the release started
+        if not candidate.test_engine and (champion is None or champion.version != candidate.version.version):
+            registry.set_challenger(candidate.app, candidate.version)
+        checkpoint("log.challenger_moved")
 
 
 def version_verdict(candidate: Candidate, report: GateReport) -> str:

@@ -1,19 +1,30 @@
-"""An app's state in the registry: who holds each alias, with its verdict and headline metrics."""
+"""An app's state in the registry: who holds each alias, with its verdict and headline metrics, and
+whether the model's aliases and the prompt's agree.
+
+Reading the state takes the app's lock and first finishes an alias move a killed release left
+half-way (:func:`.transaction.recover`), so what it shows is what the next release will see."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmrelease.locks import app_lock
 from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, MlflowRegistry
 from llmrelease.store import redact_uri
+from llmrelease.tasks.promotion.transaction import recover
 
 __all__ = ["app_status"]
 
 
 def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
-    aliases = []
+    notes: list[str] = []
+    if registry.model_tags(app) is not None:
+        with app_lock(registry.tracking_uri, app):
+            notes = recover(registry, app)
+    aliases, disagreements = [], []
     for alias in (CHAMPION, CHALLENGER, PREVIOUS):
         info = registry.alias(app, alias)
+        prompt_alias = registry.prompt_alias(app, alias)
         row: dict[str, Any] = {"alias": alias, "version": info.version if info else None}
         if info is not None:
             row.update(
@@ -21,7 +32,7 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
                 verdict=info.tags.get(TAG + "verdict"),
                 git_commit=info.tags.get(TAG + "git_commit"),
                 eval_run_id=info.eval_run_id,
-                prompt_alias_version=registry.prompt_alias(app, alias),
+                prompt_alias_version=prompt_alias,
             )
             if info.eval_run_id:
                 metrics = registry.client.get_run(info.eval_run_id).data.metrics
@@ -32,6 +43,14 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
                     and not k.startswith(("serving.", "engine.", "gates.", "cost."))
                     and (not k.startswith("guard.") or k.endswith("_rate"))
                 }
+        expected = info.prompt_version if info is not None else None
+        if prompt_alias != expected and not (info is not None and expected is None):
+            disagreements.append(
+                f"'{alias}': model v{info.version if info else '-'} was registered with prompt version "
+                f"{expected if expected is not None else '-'}, but the prompt's '{alias}' alias is on "
+                f"{prompt_alias if prompt_alias is not None else 'nothing'}"
+            )
+        row["agrees"] = prompt_alias == expected or (info is not None and expected is None)
         aliases.append(row)
     override = (registry.model_tags(app) or {}).get(TAG + "champion_override")
     return {
@@ -40,4 +59,6 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
         "tracking_uri": redact_uri(registry.tracking_uri),
         "versions": len(registry.versions(app)),
         "aliases": aliases,
+        "disagreements": disagreements,
+        "notes": notes,
     }

@@ -1,0 +1,233 @@
+"""Alias moves that cannot stop half-way: one intent, written first, completed by whoever finds it.
+
+MLflow moves one alias per call and the prompt's aliases live apart from the model's. A promotion
+moves four (previous-champion and champion, model and prompt) and tags the version; a process
+killed between two calls would leave the model and the prompt disagreeing. So, holding the app's
+lock (:mod:`llmrelease.locks`):
+
+1. the champion is compared with the one the candidate was evaluated against (compare-and-set);
+2. an *intent* (the aliases' end state, the tags, the run, the owner) is written on the registered
+   model;
+3. each alias is moved and read back, the tags are written;
+4. the intent is removed.
+
+Whoever takes the lock next (a release, a rollback, ``llmrelease status``) and finds an intent
+finishes it first: it was written only after the compare-and-set passed, so completing it is what
+its owner had decided. Every step is idempotent; completing twice is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from llmrelease.errors import InputError, PromotionConflict
+from llmrelease.faults import checkpoint
+from llmrelease.locks import app_lock
+from llmrelease.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    TAG,
+    MlflowRegistry,
+    VersionInfo,
+    utc_now,
+)
+from llmrelease.store import redact_uri
+
+__all__ = ["Intent", "Pointer", "finish_unfinished", "promote_version", "rollback", "recover"]
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Where an alias points: a model version and the prompt version it was registered with."""
+
+    version: str
+    prompt_version: int | None
+
+    @classmethod
+    def of(cls, info: VersionInfo | None) -> Pointer | None:
+        return cls(info.version, info.prompt_version) if info is not None else None
+
+
+@dataclass
+class Intent:
+    op: Literal["promote", "rollback"]
+    app: str
+    champion: Pointer
+    previous: Pointer | None
+    champion_before: Pointer | None
+    clear_challenger: str | None = None
+    """Remove ``challenger`` only if it still points at this version (a concurrent release's
+    challenger is not ours to remove)."""
+    version_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    run_id: str | None = None
+    started_at: str = ""
+    owner: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Intent:
+        def ptr(v: dict[str, Any] | None) -> Pointer | None:
+            return Pointer(str(v["version"]), v.get("prompt_version")) if v else None
+
+        return cls(
+            op=data["op"],
+            app=data["app"],
+            champion=ptr(data["champion"]),  # type: ignore[arg-type]
+            previous=ptr(data.get("previous")),
+            champion_before=ptr(data.get("champion_before")),
+            clear_challenger=data.get("clear_challenger"),
+            version_tags=data.get("version_tags") or {},
+            run_id=data.get("run_id"),
+            started_at=data.get("started_at", ""),
+            owner=data.get("owner", ""),
+        )
+
+    def describe(self) -> str:
+        before = f"v{self.champion_before.version}" if self.champion_before else "none"
+        what = "promotion of" if self.op == "promote" else "rollback to"
+        return f"{what} v{self.champion.version} (champion before: {before}), started {self.started_at}"
+
+
+def _point(registry: MlflowRegistry, app: str, alias: str, target: Pointer | None, step: str) -> None:
+    registry.set_model_alias(app, alias, target.version if target else None)
+    checkpoint(f"{step}_model_moved")
+    # A version registered without a prompt version leaves the prompt alias where it is.
+    if target is None or target.prompt_version is not None:
+        registry.set_prompt_alias(app, alias, target.prompt_version if target else None)
+    checkpoint(f"{step}_prompt_moved")
+
+
+def _apply(registry: MlflowRegistry, intent: Intent) -> None:
+    """Bring the registry to the intent's end state (idempotent), then remove the intent."""
+    app = intent.app
+    _point(registry, app, PREVIOUS, intent.previous, "promote.previous")
+    _point(registry, app, CHAMPION, intent.champion, "promote.champion")
+    if intent.clear_challenger is not None:
+        challenger = registry.alias(app, CHALLENGER)
+        if challenger is not None and challenger.version == intent.clear_challenger:
+            registry.set_model_alias(app, CHALLENGER, None)
+            registry.set_prompt_alias(app, CHALLENGER, None)
+    checkpoint("promote.challenger_cleared")
+    for version, tags in intent.version_tags.items():
+        registry.set_version_tags(app, version, tags)
+    checkpoint("promote.tagged")
+    registry.clear_intent(app)
+    checkpoint("promote.done")
+
+
+def finish_unfinished(registry: MlflowRegistry, app: str) -> str | None:
+    """Complete an alias move a dead process left half-way; call it holding the app's lock.
+    Returns a note saying what was completed, or None."""
+    raw = registry.read_intent(app)
+    if raw is None:
+        return None
+    intent = Intent.from_dict(raw)
+    _apply(registry, intent)
+    return f"completed an unfinished {intent.describe()} by {intent.owner or 'an unknown process'}"
+
+
+def recover(registry: MlflowRegistry, app: str) -> list[str]:
+    """What a release does first, holding the lock: finish a half-done alias move and mark the runs
+    of dead processes KILLED. Returns notes for the outcome."""
+    if registry.model_tags(app) is None:
+        return []  # nothing registered yet
+    notes = []
+    done = finish_unfinished(registry, app)
+    if done:
+        notes.append(done)
+    killed = registry.mark_killed_runs(app)
+    if killed:
+        notes.append(f"marked {len(killed)} run(s) of dead releases KILLED: {', '.join(killed)}")
+    return notes
+
+
+def promote_version(
+    registry: MlflowRegistry,
+    app: str,
+    candidate: VersionInfo,
+    *,
+    expected_champion: str | None,
+    run_id: str,
+) -> tuple[bool, list[str]]:
+    """champion <- ``candidate``, previous-champion <- the old champion (model and prompt), all or
+    nothing, if the champion is still ``expected_champion``; PromotionConflict otherwise.
+
+    Returns whether this call moved the aliases (False: the candidate already was champion), and
+    notes (an unfinished move completed first)."""
+    from llmrelease.runtime import process_owner
+
+    checkpoint("promote.waiting_for_lock")
+    with app_lock(registry.tracking_uri, app):
+        checkpoint("promote.locked")
+        notes = [n for n in [finish_unfinished(registry, app)] if n]
+        current = registry.alias(app, CHAMPION)
+        current_version = current.version if current else None
+        if current_version == candidate.version:  # a concurrent release of the same candidate won
+            return False, [*notes, f"v{candidate.version} was made champion meanwhile by another release"]
+        if current_version != expected_champion:
+            raise PromotionConflict(
+                f"champion of '{app}' moved from {expected_champion or 'none'} to "
+                f"{current_version or 'none'} while the candidate was evaluated; not promoting. Re-run "
+                "the release to compare against the new champion."
+            )
+        intent = Intent(
+            "promote",
+            app,
+            champion=Pointer(candidate.version, candidate.prompt_version),
+            previous=Pointer.of(current),
+            champion_before=Pointer.of(current),
+            clear_challenger=candidate.version,
+            version_tags={
+                candidate.version: {TAG + "promoted_at": utc_now(), TAG + "promoted_by_run": run_id}
+            },
+            run_id=run_id,
+            started_at=utc_now(),
+            owner=process_owner(),
+        )
+        registry.write_intent(app, intent.to_dict())
+        checkpoint("promote.intent_written")
+        _apply(registry, intent)
+    return True, notes
+
+
+def rollback(registry: MlflowRegistry, app: str) -> tuple[VersionInfo, VersionInfo, list[str]]:
+    """champion <- previous-champion; previous-champion cleared; all or nothing.
+    Returns (restored, demoted, notes)."""
+    from llmrelease.runtime import process_owner
+
+    if registry.model_tags(app) is None:
+        raise InputError(
+            f"app '{app}' has nothing registered in {redact_uri(registry.tracking_uri)}: nothing to roll back"
+        )
+    with app_lock(registry.tracking_uri, app):
+        notes = [n for n in [finish_unfinished(registry, app)] if n]
+        champion = registry.alias(app, CHAMPION)
+        previous = registry.alias(app, PREVIOUS)
+        if champion is None:
+            raise InputError(f"app '{app}' has no champion to roll back")
+        if previous is None:
+            raise InputError(
+                f"app '{app}' has no previous-champion; nothing to roll back to",
+                fix="release an earlier candidate instead, or set the alias in the MLflow UI",
+            )
+        now = utc_now()
+        intent = Intent(
+            "rollback",
+            app,
+            champion=Pointer(previous.version, previous.prompt_version),
+            previous=None,
+            champion_before=Pointer.of(champion),
+            version_tags={
+                champion.version: {TAG + "rolled_back_at": now},
+                previous.version: {TAG + "restored_at": now},
+            },
+            started_at=now,
+            owner=process_owner(),
+        )
+        registry.write_intent(app, intent.to_dict())
+        _apply(registry, intent)
+    return previous, champion, notes
