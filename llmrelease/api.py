@@ -58,6 +58,7 @@ def release(
     project = Path(project).resolve()
     preflight(app, project, prompt=prompt, model=model, git_commit=git_commit)
     store = resolve_store(project, tracking_uri, store_dir=store_dir)
+    store.check_reachable()
     with store.exported():
         result = release_flow(
             app=app,

@@ -97,9 +97,14 @@ def _fail(exc: LLMReleaseError, as_json: bool = False) -> None:
 
 
 @contextmanager
-def _errors_reported(as_json: bool = False, verbose: bool = False) -> Iterator[None]:
+def _errors_reported(as_json: bool = False, verbose: bool = False, *, flows: bool = False) -> Iterator[None]:
     """Every failure ends in its exit code and one message (a JSON object with --json), never a bare
-    traceback: llmrelease's own errors keep theirs; anything else is an infrastructure failure (4)."""
+    traceback: llmrelease's own errors keep theirs; anything else is an infrastructure failure (4).
+    ``flows``: the command runs Prefect flows, whose console tracebacks are kept for --verbose."""
+    if flows and not verbose:
+        from llmrelease.runtime import console_without_prefect_errors
+
+        console_without_prefect_errors()
     try:
         with _stdout_to_stderr(as_json):
             yield
@@ -169,7 +174,7 @@ def release(
     from llmrelease import api
     from llmrelease.report import outcome_panel
 
-    with _errors_reported(as_json, verbose):
+    with _errors_reported(as_json, verbose, flows=True):
         outcome = api.release(
             app_name,
             project,
@@ -212,7 +217,7 @@ def shadow(
     from llmrelease.report import shadow_panel
     from llmrelease.store import resolve_store
 
-    with _errors_reported(as_json, verbose):
+    with _errors_reported(as_json, verbose, flows=True):
         from llmrelease.project import load_app
 
         load_app(project, app_name)  # fail fast on bad specs, before Prefect starts
@@ -359,7 +364,7 @@ def demo(
     _quiet(verbose)
     from llmrelease.demo import run_demo
 
-    with _errors_reported(False, verbose):
+    with _errors_reported(False, verbose, flows=True):
         code = run_demo(project)
     raise typer.Exit(code)
 
@@ -388,7 +393,7 @@ def nightly(
 
     store = resolve_store(project, tracking_uri)
     code = 0
-    with _errors_reported(as_json, verbose):
+    with _errors_reported(as_json, verbose, flows=True):
         try:
             with store.exported():
                 result = nightly_flow(project_dir=str(project), apps=apps or None, tolerance=tolerance)

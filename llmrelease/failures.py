@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 
 from llmrelease.errors import InfrastructureError
-from llmrelease.store import redact_uri
+from llmrelease.store import redact_uri, scrub_credentials
 
 __all__ = ["as_infrastructure_error"]
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = scrub_credentials(str(exc).strip())
     line = text.splitlines()[0] if text else ""
     return (line[:300] + "...") if len(line) > 300 else line
 

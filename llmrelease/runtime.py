@@ -84,3 +84,24 @@ def owner_alive(owner: str) -> bool | None:
         return abs(proc.create_time() - started_t) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+class _NoEngineErrors:
+    """Drops Prefect's ERROR records (a failed task's traceback) from the console only."""
+
+    @staticmethod
+    def filter(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR or not record.name.startswith("prefect")
+
+
+def console_without_prefect_errors() -> None:
+    """On a failure Prefect prints the task's traceback on the console, and the CLI then prints the
+    cause in one line: keep only the line (``--verbose`` shows both). Prefect's API log handler,
+    what the Prefect UI shows, keeps every record."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler) and _NoEngineErrors not in handler.filters:
+                handler.addFilter(_NoEngineErrors)

@@ -38,7 +38,10 @@ def release_once(project: Path, tracking_uri: str, app: str = APP, prompt_file: 
     os.environ["LLMRELEASE_ENGINE_FACTORY"] = "llmrelease.engines.instant:instant_engine"
     plan = build_plan(project, app, prompt_file=prompt_file, with_traffic=False)
     plan = dataclasses.replace(plan, engine_factory="vllm")
-    registry = MlflowRegistry(tracking_uri)
+    from llmrelease.locks import sqlite_path
+
+    db = sqlite_path(tracking_uri)  # artifacts beside the store, as resolve_store puts them
+    registry = MlflowRegistry(tracking_uri, artifact_root=(db.parent / "artifacts").as_uri() if db else None)
     candidate = register_candidate(registry, plan)
     if candidate.is_champion:
         return 0

@@ -12,6 +12,7 @@ window between compare and move held open: one promotes, the other exits 3, ever
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,34 @@ def test_two_passing_releases_racing_for_promotion_one_wins_one_exits_3_every_ti
             if p.poll() is None:
                 p.kill()
     assert len(registry.versions(APP)) == 1 + 2 * ROUNDS
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_real_release_killed_between_the_model_and_the_prompt_alias_is_completed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """The issue's case, end to end: `llmrelease release` on vLLM, SIGKILLed after the model's
+    champion moved and before the prompt's. The store is half-way; the next release completes the
+    promotion before anything else, and says so."""
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)
+    cli = [sys.executable, "-m", "llmrelease.cli", "release", APP, "-p", str(project), "--json"]
+    env = _env(LLMRELEASE_FAULT_KILL_AT="promote.champion_model_moved")
+    env.pop("LLMRELEASE_NO_LIFELINE")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    killed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=800)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    assert registry.alias(APP, CHAMPION).version == "1"  # the model's alias moved...
+    assert registry.prompt_alias(APP, CHAMPION) is None  # ...the prompt's did not
+    assert registry.read_intent(APP)["champion"]["version"] == "1"
+
+    again = subprocess.run(cli, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    outcome = json.loads(again.stdout)
+    assert outcome["status"] == "already_champion"
+    assert any("completed an unfinished promotion of v1" in n for n in outcome["notes"]), outcome["notes"]
+    assert registry.prompt_alias(APP, CHAMPION) == 1
+    assert registry.alias(APP, CHAMPION).tags[TAG + "promoted_at"]
+    assert_consistent(registry)

@@ -99,7 +99,9 @@ def test_classify_fails_closed() -> None:
 
 
 def test_champion_moves_are_recorded_as_rollout_or_flagged_override(tmp_path: Path) -> None:
-    registry = MlflowRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    registry = MlflowRegistry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()
+    )
     client, app = registry.client, "faq-bot"
     client.create_registered_model(app, tags={TAG + "app": app})
     gated = client.create_model_version(
