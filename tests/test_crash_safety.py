@@ -230,3 +230,20 @@ def test_a_real_release_killed_between_the_model_and_the_prompt_alias_is_complet
     assert registry.prompt_alias(APP, CHAMPION) == 1
     assert registry.alias(APP, CHAMPION).tags[TAG + "promoted_at"]
     assert_consistent(registry)
+
+
+def test_an_unfinished_move_is_dropped_when_a_person_moved_the_alias_since(store, tmp_path: Path) -> None:
+    """A person's later decision wins over a dead process's earlier one."""
+    from llmrelease.tasks.promotion.status import app_status
+
+    project, uri, registry = store
+    prompt_variant(project, project / "registry" / APP / "prompt.yaml", "dropped")
+    killed = _worker(project, uri, LLMRELEASE_FAULT_KILL_AT="promote.previous_prompt_moved")
+    assert killed.returncode == -signal.SIGKILL
+    assert registry.read_intent(APP) is not None
+    registry.set_model_alias(APP, PREVIOUS, "2")  # meanwhile, by hand in the MLflow UI
+    status = app_status(registry, APP)
+    assert any(n.startswith("dropped an unfinished promotion of v2") for n in status["notes"]), status
+    assert registry.alias(APP, CHAMPION).version == "1" and registry.alias(APP, PREVIOUS).version == "2"
+    assert registry.prompt_alias(APP, PREVIOUS) == 2  # brought in line with the model's alias
+    assert_consistent(registry)

@@ -57,6 +57,7 @@ class Intent:
     champion: Pointer
     previous: Pointer | None
     champion_before: Pointer | None
+    previous_before: Pointer | None = None
     clear_challenger: str | None = None
     """Remove ``challenger`` only if it still points at this version (a concurrent release's
     challenger is not ours to remove)."""
@@ -79,6 +80,7 @@ class Intent:
             champion=ptr(data["champion"]),  # type: ignore[arg-type]
             previous=ptr(data.get("previous")),
             champion_before=ptr(data.get("champion_before")),
+            previous_before=ptr(data.get("previous_before")),
             clear_challenger=data.get("clear_challenger"),
             version_tags=data.get("version_tags") or {},
             run_id=data.get("run_id"),
@@ -119,15 +121,41 @@ def _apply(registry: MlflowRegistry, intent: Intent) -> None:
     checkpoint("promote.done")
 
 
+def _moved_by_someone_else(registry: MlflowRegistry, intent: Intent) -> str | None:
+    """Which alias holds neither its value from before the move nor its target: someone (a person
+    in the MLflow UI) moved it after the move stopped. None when the move can be completed."""
+    for alias, before, target in (
+        (CHAMPION, intent.champion_before, intent.champion),
+        (PREVIOUS, intent.previous_before, intent.previous),
+    ):
+        model = registry.alias(intent.app, alias)
+        allowed = {p.version if p else None for p in (before, target)}
+        if (model.version if model else None) not in allowed:
+            return f"'{alias}' is on v{model.version if model else '-'}"
+    return None
+
+
 def finish_unfinished(registry: MlflowRegistry, app: str) -> str | None:
     """Complete an alias move a dead process left half-way; call it holding the app's lock.
-    Returns a note saying what was completed, or None."""
+
+    Completed unless someone moved an alias it touches after it stopped (a person's later decision
+    wins over a dead process's earlier one): then it is dropped, and the prompt aliases are brought
+    in line with the model's. Returns a note saying what was done, or None."""
     raw = registry.read_intent(app)
     if raw is None:
         return None
     intent = Intent.from_dict(raw)
+    by = intent.owner or "an unknown process"
+    moved = _moved_by_someone_else(registry, intent)
+    if moved:
+        for alias in (CHAMPION, PREVIOUS):
+            holder = registry.alias(app, alias)
+            if holder is not None:
+                registry.sync_prompt_alias(app, alias, holder)
+        registry.clear_intent(app)
+        return f"dropped an unfinished {intent.describe()} by {by}: {moved} since, set by someone else"
     _apply(registry, intent)
-    return f"completed an unfinished {intent.describe()} by {intent.owner or 'an unknown process'}"
+    return f"completed an unfinished {intent.describe()} by {by}"
 
 
 def recover(registry: MlflowRegistry, app: str) -> list[str]:
@@ -180,6 +208,7 @@ def promote_version(
             champion=Pointer(candidate.version, candidate.prompt_version),
             previous=Pointer.of(current),
             champion_before=Pointer.of(current),
+            previous_before=Pointer.of(registry.alias(app, PREVIOUS)),
             clear_challenger=candidate.version,
             version_tags={
                 candidate.version: {TAG + "promoted_at": utc_now(), TAG + "promoted_by_run": run_id}
@@ -221,6 +250,7 @@ def rollback(registry: MlflowRegistry, app: str) -> tuple[VersionInfo, VersionIn
             champion=Pointer(previous.version, previous.prompt_version),
             previous=None,
             champion_before=Pointer.of(champion),
+            previous_before=Pointer.of(previous),
             version_tags={
                 champion.version: {TAG + "rolled_back_at": now},
                 previous.version: {TAG + "restored_at": now},
