@@ -77,7 +77,9 @@ def build_plan(
 ) -> ReleasePlan:
     """Load and cross-check the app, check its model sources and engine arguments against the
     engine's own argument names (no engine is started), scan every evalset, sample the traffic
-    log, and write the manifest. Raises InputError (exit 2) on the first bad input."""
+    log, count every prompt's tokens against the engine's context (vLLM, with the model's own
+    tokenizer; remembered on disk), and write the manifest. Raises InputError (exit 2) on the first
+    bad input."""
     spec = load_app(project, app, prompt_file=prompt_file, model_file=model_file)
     weights = _weights(spec)
     evalsets = load_evalsets(spec)
@@ -87,6 +89,10 @@ def build_plan(
             spec.shadow.traffic, spec.name, project_root=spec.root, variables=spec.prompt.variables
         )
     factory = engine_factory_name()
+    if not is_test_engine(factory):  # a test engine is not vLLM: its prompts have no context limit
+        from llmrelease.engines.prompt_length import check_prompt_lengths
+
+        check_prompt_lengths(spec, evalsets, traffic)
     manifest = build_manifest(spec, evalsets, engine_factory=factory, weights=weights)
     return ReleasePlan(
         spec=spec,

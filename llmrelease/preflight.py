@@ -22,7 +22,7 @@ import yaml
 
 from llmrelease.engines.model_source import locate_source
 from llmrelease.errors import SpecError
-from llmrelease.specfile import _node_for
+from llmrelease.specfile import _node_for, compose_file
 from llmrelease.specs import EngineSpec, ModelSource
 
 if TYPE_CHECKING:
@@ -124,10 +124,7 @@ def _key_line(path: Path | None, loc: tuple[object, ...]) -> int | None:
     deepest node that exists on the way there."""
     if path is None:
         return None
-    try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
+    root = compose_file(path)
     parent = _node_for(root, loc[:-1])
     if isinstance(parent, yaml.MappingNode):
         for key, _ in parent.value:

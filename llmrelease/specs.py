@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 __all__ = [
     "Message",
+    "PromptMessage",
     "PromptSpec",
     "ModelSource",
     "EngineSpec",
@@ -39,6 +40,7 @@ __all__ = [
     "GuardSpec",
     "LLAMA_GUARD_3_CATEGORIES",
     "template_variables",
+    "template_syntax_error",
     "content_hash",
 ]
 
@@ -51,6 +53,34 @@ def template_variables(text: str) -> list[str]:
     for m in _VAR.finditer(text):
         seen.setdefault(m.group(1), None)
     return list(seen)
+
+
+def template_syntax_error(text: str) -> str | None:
+    """Why ``text`` is not a well-formed template, or None. A ``{{`` that does not open a valid
+    ``{{ name }}`` placeholder, or a ``}}`` that closes nothing, would be sent to the model verbatim
+    in every row; single braces (JSON examples in prose, nested objects' ``}}``) are text."""
+    masked = _VAR.sub(lambda m: " " * len(m.group(0)), text)
+    opening = masked.find("{{")
+    if opening >= 0:
+        snippet = text[opening : opening + 24].split("\n")[0]
+        return (
+            f"'{{{{' at character {opening + 1} does not open a placeholder ({snippet!r}); write "
+            "{{ name }} with a name of letters, digits and '_' (not starting with a digit)"
+        )
+    depth = 0
+    for i, ch in enumerate(masked):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth:
+                depth -= 1
+            elif masked.startswith("}}", i):
+                snippet = text[max(0, i - 20) : i + 2].split("\n")[-1]
+                return (
+                    f"'}}}}' at character {i + 1} closes no placeholder ({snippet!r}); "
+                    "write {{ name }}, or remove the braces"
+                )
+    return None
 
 
 def content_hash(obj: Any) -> str:
@@ -81,6 +111,21 @@ class Message(_Spec):
     """Message text; ``{{ variable }}`` placeholders are filled from each evalset row's ``vars``."""
 
 
+class PromptMessage(Message):
+    """A message of a prompt template: its placeholders must be well formed
+    (see ``template_syntax_error``)."""
+
+    @field_validator("content")
+    @classmethod
+    def _placeholders_well_formed(cls, content: str, info: ValidationInfo) -> str:
+        if info.context and info.context.get("recorded"):
+            return content  # a version registered before this check: read it back as it was
+        problem = template_syntax_error(content)
+        if problem:
+            raise ValueError(f"template syntax: {problem}")
+        return content
+
+
 class PromptSpec(_Spec):
     """``registry/<app>/prompt.yaml``: the app's chat prompt template, registered in MLflow's
     Prompt Registry."""
@@ -89,12 +134,12 @@ class PromptSpec(_Spec):
     """Human label for this wording (e.g. ``zero-shot-v2``); recorded as a tag, not used for identity."""
     description: str = ""
     """Why this wording exists; shown as the prompt version's commit message in MLflow."""
-    messages: list[Message] = Field(min_length=1)
+    messages: list[PromptMessage] = Field(min_length=1)
     """The chat template: at least one message, the last one from the user."""
 
     @field_validator("messages")
     @classmethod
-    def _last_is_user(cls, messages: list[Message]) -> list[Message]:
+    def _last_is_user(cls, messages: list[PromptMessage]) -> list[PromptMessage]:
         if messages[-1].role != "user":
             raise ValueError("the last message must have role 'user' (the model answers it)")
         return messages

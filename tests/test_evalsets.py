@@ -164,3 +164,44 @@ def test_a_reference_without_the_scorers_field_is_an_input_error(project: Path) 
         load_evalsets(load_app(project, "support-triage"))
     assert (info.value.line, info.value.field) == (1, "reference.priority")
     assert info.value.file and info.value.file.endswith("tickets.jsonl")
+
+
+def _raw_ref(tmp_path: Path, raw: bytes) -> EvalsetRef:
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(raw)
+    return EvalsetRef("set", path, CARD, tmp_path / "set.card.yaml")
+
+
+def test_a_byte_that_is_not_utf8_names_line_offset_and_variable(tmp_path: Path) -> None:
+    bad = json.dumps({**GOOD, "id": "x", "vars": {"ticket": "caf\u00e9"}}, ensure_ascii=False).encode()
+    lines = [good(1).encode(), good(2).encode(), bad.replace("\u00e9".encode(), b"\xe9")]
+    raw = b"\n".join(lines) + b"\n"
+    offset = raw.index(b"\xe9")
+    with pytest.raises(EvalsetError, match=rf"not UTF-8: byte\(s\) e9 at byte offset {offset}\b") as info:
+        read_evalset(_raw_ref(tmp_path, raw), ["ticket"])
+    assert (info.value.line, info.value.field) == (3, "vars.ticket")
+
+
+def test_a_byte_order_mark_on_the_first_line_is_not_an_error(tmp_path: Path) -> None:
+    rows = read_evalset(_raw_ref(tmp_path, b"\xef\xbb\xbf" + good(1).encode() + b"\n"), ["ticket"])
+    assert [r.id for r in rows] == ["r1"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ('{"id": "x", "vars": {"ticket": "t"}, "reference": "r", "id": "y"}', "id"),
+        ('{"id": "x", "vars": {"ticket": "t", "ticket": "u"}, "reference": "r"}', "ticket"),
+    ],
+)
+def test_a_duplicate_json_key_is_an_error(tmp_path: Path, bad: str, field: str) -> None:
+    with pytest.raises(EvalsetError, match=f"duplicate key '{field}'") as info:
+        read_evalset(ref_for(tmp_path, [good(1), bad]), ["ticket"])
+    assert (info.value.line, info.value.field) == (2, field)
+
+
+def test_a_directory_in_place_of_the_evalset_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "set.jsonl").mkdir()
+    ref = EvalsetRef("set", tmp_path / "set.jsonl", CARD, tmp_path / "set.card.yaml")
+    with pytest.raises(EvalsetError, match="is a directory"):
+        read_evalset(ref, ["ticket"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +245,120 @@ def test_release_refuses_bad_weights_and_engine_args_before_registering(
     assert result.exit_code == 2, result.stdout + result.stderr
     assert "model.yaml:" in result.stderr and f"field '{field}'" in result.stderr
     assert not (project / ".llmrelease" / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------------ prompt lengths vs max_model_len
+
+
+@pytest.fixture
+def length_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Remembered prompt-length results in a directory of the test's own (the converted model stays
+    in the shared cache)."""
+    from llmrelease.engines import prompt_length
+
+    cache = tmp_path / "prompt-lengths"
+    monkeypatch.setattr(prompt_length, "_cache_file", lambda key: cache / f"{key[:32]}.json")
+    return cache
+
+
+def _plan_parts(project: Path):
+    from llmrelease.tasks.evaluation.evalsets import load_evalsets
+    from llmrelease.tasks.shadow.traffic import read_traffic
+
+    spec = load_app(project, "support-triage")
+    assert spec.shadow is not None
+    traffic = read_traffic(
+        spec.shadow.traffic, spec.name, project_root=spec.root, variables=spec.prompt.variables
+    )
+    return spec, load_evalsets(spec), traffic
+
+
+def _set_max_model_len(project: Path, n: int) -> None:
+    model = project / "registry" / "support-triage" / "model.yaml"
+    model.write_text(re.sub(r"max_model_len: \d+", f"max_model_len: {n}", model.read_text()))
+
+
+def test_vllms_rule_leaves_room_for_one_output_token() -> None:
+    from llmrelease.engines.prompt_length import fits
+
+    assert fits(2047, 2048) and not fits(2048, 2048) and not fits(2049, 2048) and not fits(0, 2048)
+
+
+def test_the_demo_fits_and_the_result_is_remembered(
+    demo: Path, length_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmrelease.engines import prompt_length
+
+    spec, evalsets, traffic = _plan_parts(demo)
+    result = prompt_length.check_prompt_lengths(spec, evalsets, traffic)
+    assert result is not None and 0 < result["max_prompt_tokens"] < result["max_model_len"] == 2048
+    assert len(list(length_cache.iterdir())) == 1
+    monkeypatch.setattr(prompt_length, "_auto_tokenizer", lambda *a, **k: pytest.fail("not remembered"))
+    assert prompt_length.check_prompt_lengths(spec, evalsets, traffic) == result
+
+
+def test_a_row_of_exactly_max_model_len_tokens_is_refused_with_its_line(
+    demo: Path, length_cache: Path
+) -> None:
+    from llmrelease.engines.prompt_length import check_prompt_lengths
+    from llmrelease.errors import EvalsetError
+
+    spec, evalsets, _ = _plan_parts(demo)
+    longest = check_prompt_lengths(spec, evalsets)["max_prompt_tokens"]
+    _set_max_model_len(demo, longest + 1)  # the longest prompt plus one output token: fits
+    spec, evalsets, _ = _plan_parts(demo)
+    assert check_prompt_lengths(spec, evalsets)["max_prompt_tokens"] == longest
+    _set_max_model_len(demo, longest)
+    spec, evalsets, _ = _plan_parts(demo)
+    with pytest.raises(EvalsetError, match=f"prompt of {longest} tokens.*max_model_len {longest} ") as info:
+        check_prompt_lengths(spec, evalsets)
+    path = Path(info.value.file)
+    row = json.loads(path.read_text().splitlines()[info.value.line - 1])
+    assert info.value.reason.startswith(f"row '{row['id']}'")
+    assert info.value.field == "vars.ticket"
+
+
+def test_a_traffic_request_too_long_is_refused_or_skipped(demo: Path, length_cache: Path) -> None:
+    from llmrelease.engines.prompt_length import check_prompt_lengths
+    from llmrelease.tasks.shadow.traffic import TrafficError
+
+    log = demo / "examples" / "support-triage" / "traffic.jsonl"
+    lines = log.read_text().splitlines()
+    rec = json.loads(lines[3])
+    rec["vars"]["ticket"] = " ".join(f"word{i % 50}" for i in range(2500))
+    lines[3] = json.dumps(rec)
+    log.write_text("\n".join(lines) + "\n")
+    spec, evalsets, traffic = _plan_parts(demo)
+    with pytest.raises(TrafficError, match="request 'req-0004' renders to a prompt of") as info:
+        check_prompt_lengths(spec, evalsets, traffic)
+    assert (Path(info.value.file).name, info.value.line, info.value.field) == (
+        "traffic.jsonl",
+        4,
+        "vars.ticket",
+    )
+
+    shadow = demo / "registry" / "support-triage" / "shadow.yaml"
+    shadow.write_text(shadow.read_text().replace("on_bad_line: fail", "on_bad_line: skip"))
+    spec, evalsets, traffic = _plan_parts(demo)
+    before = len(traffic.records)
+    check_prompt_lengths(spec, evalsets, traffic)
+    assert len(traffic.records) == len(traffic.lines) == before - 1
+    assert "req-0004" not in {r.id for r in traffic.records}
+    assert traffic.skipped and ":4: request 'req-0004'" in traffic.skipped[0]
+    assert not length_cache.exists()  # a result that dropped requests is not remembered
+
+
+def test_thousands_of_rows_are_counted_in_seconds(demo: Path, length_cache: Path) -> None:
+    import time
+
+    from llmrelease.engines.prompt_length import check_prompt_lengths
+
+    check_prompt_lengths(*_plan_parts(demo)[:2])  # transformers imported, tokenizer files hashed
+    rows = demo / "evalsets" / "support-triage" / "tickets.jsonl"
+    base = [json.loads(line) for line in rows.read_text().splitlines()]
+    more = [{**r, "id": f"{r['id']}-{i}"} for i in range(28) for r in base]  # 2016 rows
+    rows.write_text("".join(json.dumps(r) + "\n" for r in more))
+    spec, evalsets, _ = _plan_parts(demo)
+    t0 = time.perf_counter()
+    check_prompt_lengths(spec, evalsets)
+    assert time.perf_counter() - t0 < 10, "rendering and tokenizing 2k rows should take a second or two"

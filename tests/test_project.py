@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmrelease.errors import SpecError, UnknownNameError
+from llmrelease.errors import InputError, SpecError, UnknownNameError
 from llmrelease.project import git_commit, list_apps, load_app
 
 
@@ -116,3 +116,131 @@ def test_quality_card_without_scorers_is_an_error(project: Path) -> None:
     card.write_text(card.read_text().split("scorers:")[0])
     with pytest.raises(SpecError, match="needs at least one scorer"):
         load_app(project, "support-triage")
+
+
+# ------------------------------------------------------------------------------- symbolic links
+
+
+def test_symlinks_that_stay_inside_the_project_are_fine(project: Path) -> None:
+    evs = project / "evalsets/support-triage"
+    (project / "data").mkdir()
+    (evs / "tickets.jsonl").rename(project / "data/tickets.jsonl")
+    (evs / "tickets.jsonl").symlink_to(project / "data/tickets.jsonl")
+    (evs / "tickets.card.yaml").rename(project / "data/card.yaml")
+    (evs / "tickets.card.yaml").symlink_to("../../data/card.yaml")  # relative
+    spec = load_app(project, "support-triage")
+    assert [e.name for e in spec.evalsets] == ["redteam", "tickets"]
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "registry/support-triage",
+        "registry/support-triage/model.yaml",
+        "registry/support-triage/shadow.yaml",
+        "evalsets/support-triage",
+        "evalsets/support-triage/tickets.jsonl",
+        "evalsets/support-triage/redteam.card.yaml",
+    ],
+)
+def test_a_symlink_out_of_the_project_is_refused(project: Path, tmp_path: Path, rel: str) -> None:
+    src = project / rel
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    dest = outside / src.name
+    src.rename(dest)
+    src.symlink_to(dest, target_is_directory=dest.is_dir())
+    with pytest.raises(InputError, match=f"is a symbolic link to {dest}, outside the project") as info:
+        load_app(project, "support-triage")
+    assert info.value.file == str(src)
+
+
+def test_explicit_prompt_and_model_files_may_live_anywhere(project: Path, tmp_path: Path) -> None:
+    """--prompt/--model are the user's explicit choice, links included."""
+    outside = tmp_path / "experiments"
+    outside.mkdir()
+    (outside / "real.yaml").write_text((project / "examples/support-triage/baseline.prompt.yaml").read_text())
+    (outside / "prompt.yaml").symlink_to(outside / "real.yaml")
+    spec = load_app(project, "support-triage", prompt_file=outside / "prompt.yaml")
+    assert spec.prompt_path == (outside / "real.yaml").resolve()
+
+
+def test_a_traffic_log_linked_out_of_the_project_names_shadow_yaml(project: Path, tmp_path: Path) -> None:
+    log = project / "examples/support-triage/traffic.jsonl"
+    log.rename(tmp_path / "traffic.jsonl")
+    log.symlink_to(tmp_path / "traffic.jsonl")
+    with pytest.raises(SpecError, match="symbolic link") as info:
+        load_app(project, "support-triage")
+    shadow = project / "registry/support-triage/shadow.yaml"
+    assert (info.value.file, info.value.field) == (str(shadow), "traffic.source")
+    assert shadow.read_text().splitlines()[info.value.line - 1].strip().startswith("source:")
+
+
+def test_a_directory_where_an_optional_spec_belongs_is_not_an_absent_spec(project: Path) -> None:
+    guard = project / "registry/support-triage/guard.yaml"
+    guard.unlink()
+    guard.mkdir()
+    with pytest.raises(SpecError, match="is a directory"):
+        load_app(project, "support-triage")
+
+
+# ------------------------------------------------------------------------------ response_model
+
+
+def _use_model(project: Path, target: str, module: str | None = None) -> Path:
+    if module is not None:
+        (project / "triage_schema.py").write_text(module)
+    model = project / "registry/support-triage/model.yaml"
+    text = model.read_text()
+    head, _, rest = text.partition("response_schema:")
+    model.write_text(head + f"response_model: {target}\n" + rest[rest.index("pricing:") :])
+    return model
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "match"),
+    [
+        (
+            "raise RuntimeError('needs the database')\n",
+            "triage_schema:T",
+            "raised RuntimeError: needs the database",
+        ),
+        ("class T(:\n    pass\n", "triage_schema:T", r"raised SyntaxError: .*triage_schema.py, line 1"),
+        ("import not_installed_dep\n", "triage_schema:T", "raised ModuleNotFoundError: No module named"),
+        ("import sys\nsys.exit(1)\n", "triage_schema:T", "raised SystemExit"),
+        (None, "no_such_module:T", "no module named 'no_such_module'"),
+        ("T = 3\n", "triage_schema:T", "not a pydantic model class .*got int"),
+        ("class T:\n    pass\n", "triage_schema:T", "not a pydantic model class"),
+        ("x = 1\n", "triage_schema:T", "has no attribute 'T'"),
+    ],
+)
+def test_a_response_model_that_cannot_be_used_names_file_line_and_cause(
+    project: Path, module: str | None, target: str, match: str
+) -> None:
+    model = _use_model(project, target, module)
+    with pytest.raises(SpecError, match=match) as info:
+        load_app(project, "support-triage")
+    assert (info.value.file, info.value.field) == (str(model.resolve()), "response_model")
+    assert model.read_text().splitlines()[info.value.line - 1].startswith("response_model:")
+    assert "\n" not in info.value.reason
+
+
+def test_a_response_model_is_imported_afresh_on_each_load(project: Path) -> None:
+    """The module is forgotten after its schema is read: an edit is seen by the next load, and
+    another project's module of the same name is not reused."""
+    schema = "from pydantic import BaseModel\n\nclass T(BaseModel):\n    {}: str\n"
+    _use_model(project, "triage_schema:T", schema.format("category"))
+    assert load_app(project, "support-triage").model.response_schema["required"] == ["category"]
+    (project / "triage_schema.py").write_text(schema.format("label"))
+    assert load_app(project, "support-triage").model.response_schema["required"] == ["label"]
+
+
+def test_a_response_model_module_linked_out_of_the_project_is_refused(project: Path, tmp_path: Path) -> None:
+    (tmp_path / "real_schema.py").write_text(
+        "from pydantic import BaseModel\n\nclass T(BaseModel):\n    a: str\n"
+    )
+    (project / "triage_schema.py").symlink_to(tmp_path / "real_schema.py")
+    _use_model(project, "triage_schema:T")
+    with pytest.raises(SpecError, match="symbolic link to .*real_schema.py, outside the project") as info:
+        load_app(project, "support-triage")
+    assert info.value.field == "response_model"

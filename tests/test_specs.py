@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,120 @@ def test_rendered_conversations_share_the_fixed_messages() -> None:
     a, b = prompt.render({"ticket": "one"}), prompt.render({"ticket": "two"})
     assert all(x is y for x, y in zip(a[:3], b[:3], strict=True))
     assert (a[3]["content"], b[3]["content"]) == ("one", "two")
+
+
+# ---------------------------------------------------------------------------- duplicate YAML keys
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "line"),
+    [
+        ("  dtype: bfloat16\n", "  dtype: bfloat16\n  dtype: float16\n", "engine.dtype", 7),
+        ("version: m1\n", "version: m1\nversion: m2\n", "version", 2),
+        ("  max_tokens: 16\n", "  max_tokens: 16\n  max_tokens: 32\n", "sampling.max_tokens", 10),
+    ],
+)
+def test_duplicate_yaml_key_names_the_second_line_and_the_key_path(
+    tmp_path: Path, old: str, new: str, field: str, line: int
+) -> None:
+    path = write(tmp_path, MODEL.replace(old, new))
+    with pytest.raises(SpecError, match="duplicate key .*first on line") as info:
+        load_spec(path, ModelSpec)
+    assert (info.value.field, info.value.line) == (field, line)
+
+
+def test_duplicate_key_inside_a_list_item_names_its_index(tmp_path: Path) -> None:
+    gate = "  - name: {}\n    metric: m\n    min: 0.1\n"
+    text = "version: g1\ngates:\n" + gate.format("a") + gate.format("b") + "    min: 0.2\n"
+    with pytest.raises(SpecError, match="duplicate key 'min'") as info:
+        load_spec(write(tmp_path, text), GatePolicy)
+    assert (info.value.field, info.value.line) == ("gates[1].min", 9)
+
+
+def test_a_merge_key_may_be_overridden(tmp_path: Path) -> None:
+    """``<<: *base`` brings keys in on purpose; overriding one is YAML's intent, not a duplicate."""
+    text = "version: g1\nbase: &b {metric: m, min: 0.1}\ngates:\n  - <<: *b\n    name: a\n    min: 0.2\n"
+    with pytest.raises(SpecError, match="unknown field") as info:  # 'base' itself is not a field
+        load_spec(write(tmp_path, text), GatePolicy)
+    assert info.value.field == "base"
+
+
+def test_same_key_in_different_mappings_is_fine(tmp_path: Path) -> None:
+    # 'seed' under engine and under sampling: the same key in two mappings.
+    text = MODEL.replace("  max_tokens: 16\n", "  max_tokens: 16\n  seed: 1\n")
+    spec = load_spec(write(tmp_path, text.replace("engine:\n", "engine:\n  seed: 2\n")), ModelSpec)
+    assert (spec.engine.seed, spec.sampling.seed) == (2, 1)
+
+
+# ------------------------------------------------------------------------------ bytes, not UTF-8
+
+
+def test_a_byte_that_is_not_utf8_names_line_offset_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    raw = MODEL.encode().replace(b"dtype: bfloat16", b"dtype: bfloat16 # \xe9t\xe9")
+    path.write_bytes(raw)
+    with pytest.raises(SpecError, match=r"not UTF-8: byte\(s\) e9 at byte offset \d+ \(column 21\)") as info:
+        load_spec(path, ModelSpec)
+    assert (info.value.line, info.value.field) == (6, "engine.dtype")
+    assert str(raw.index(b"\xe9")) in info.value.reason
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MODEL.encode())
+    assert load_spec(path, ModelSpec).version == "m1"
+
+
+def test_a_directory_in_place_of_a_spec_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "model.yaml").mkdir()
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec(tmp_path / "model.yaml", ModelSpec)
+
+
+# -------------------------------------------------------------------------------- template syntax
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{{ ticket }", "does not open a placeholder"),
+        ("Ticket: {{ticket", "does not open a placeholder"),
+        ("Ticket: ticket }}", "closes no placeholder"),
+        ("{{ 1bad }}", "does not open a placeholder"),
+        ("{{}}", "does not open a placeholder"),
+        ("{{ ticket-id }}", "does not open a placeholder"),
+        ("{{ ticket }} }}", "closes no placeholder"),
+    ],
+)
+def test_a_malformed_placeholder_names_the_message_line_and_field(
+    tmp_path: Path, content: str, match: str
+) -> None:
+    text = (
+        "version: p1\nmessages:\n  - role: system\n    content: Triage.\n"
+        f"  - role: user\n    content: {json.dumps(content)}\n"
+    )
+    with pytest.raises(SpecError, match=f"template syntax: .*{match}") as info:
+        load_spec(write(tmp_path, text), PromptSpec)
+    assert (info.value.field, info.value.line) == ("messages[1].content", 6)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"category": "billing"} for {{ ticket }}',
+        'Nested JSON {"a": {"b": 1}} then {{ticket}}',
+        "{{{ ticket }}}",
+        "A lone } or { is prose. {{ ticket }}",
+        '{"answer": {{ ticket }}}',
+    ],
+)
+def test_single_braces_and_json_examples_are_text(content: str) -> None:
+    prompt = PromptSpec(version="p", messages=[{"role": "user", "content": content}])
+    assert prompt.variables == ["ticket"]
+
+
+def test_block_scalar_template_reports_its_line(tmp_path: Path) -> None:
+    text = "version: p1\nmessages:\n  - role: user\n    content: |\n      Ticket:\n      {{ ticket }\n"
+    with pytest.raises(SpecError, match="template syntax") as info:
+        load_spec(write(tmp_path, text), PromptSpec)
+    assert (info.value.field, info.value.line) == ("messages[0].content", 4)

@@ -101,6 +101,41 @@ def test_bad_lines_skipped_when_the_policy_says_so(log: Path) -> None:
     assert len(s.records) == 59
 
 
+def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_offset(log: Path) -> None:
+    raw = log.read_bytes().split(b"\n")
+    raw[2] = raw[2].replace(b"ticket 2", b"ticket \xff2")
+    log.write_bytes(b"\n".join(raw))
+    offset = log.read_bytes().index(b"\xff")
+    with pytest.raises(TrafficError, match=rf"not UTF-8: byte\(s\) ff at byte offset {offset}\b") as info:
+        read_traffic(spec(log), "triage", project_root=log.parent)
+    assert (info.value.line, info.value.field) == (3, "vars.ticket")
+    s = read_traffic(spec(log, n=100, on_bad_line="skip"), "triage", project_root=log.parent)
+    assert len(s.skipped) == 1 and s.skipped[0].startswith(f"{log}:3: not UTF-8")
+    assert "r2" not in {r.id for r in s.records}
+
+
+def test_a_duplicate_json_key_is_a_bad_line(log: Path) -> None:
+    lines = log.read_text().splitlines()
+    lines[1] = lines[1][:-1] + ', "app": "other"}'
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TrafficError, match="duplicate key 'app'") as info:
+        read_traffic(spec(log), "triage", project_root=log.parent)
+    assert (info.value.line, info.value.field) == (2, "app")
+
+
+def test_a_directory_in_place_of_the_log_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "traffic.jsonl").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        read_traffic(spec(tmp_path / "traffic.jsonl"), "triage", project_root=tmp_path)
+
+
+def test_sampled_records_keep_their_line_numbers(log: Path) -> None:
+    s = read_traffic(spec(log, n=8, sample="random", seed=3), "triage", project_root=log.parent)
+    lines = log.read_text().splitlines()
+    for rec, line in zip(s.records, s.lines, strict=True):
+        assert json.loads(lines[line - 1])["id"] == rec.id
+
+
 def test_messages_records_and_missing_app(log: Path) -> None:
     log.write_text(_line(1, messages=[{"role": "user", "content": "hi"}]) + "\n")
     s = read_traffic(spec(log), "triage", project_root=log.parent)

@@ -16,7 +16,7 @@ from pathlib import Path
 from llmrelease.errors import SpecError
 from llmrelease.specs import ModelSource, resolve_relative
 
-__all__ = ["resolve_model_dir", "locate_source", "cache_dir", "file_sha256"]
+__all__ = ["resolve_model_dir", "locate_source", "converted_dir", "cache_dir", "file_sha256"]
 
 
 def cache_dir() -> Path:
@@ -143,12 +143,17 @@ def locate_source(
     return gguf, file_sha256(gguf)
 
 
+def converted_dir(gguf: Path, digest: str) -> Path:
+    """Where a GGUF file's Hugging Face conversion lives (it may not exist yet)."""
+    return cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
+
+
 def resolve_model_dir(source: ModelSource, *, project_root: Path, spec_path: Path | None = None) -> Path:
     """A local Hugging Face directory for the source; a GGUF file is converted on first use."""
     path, digest = locate_source(source, project_root=project_root, spec_path=spec_path)
     if digest is None:
         return path
-    target = cache_dir() / "models" / f"{path.stem}-{digest[:16]}"
+    target = converted_dir(path, digest)
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         _convert_gguf(path, target)

@@ -64,7 +64,9 @@ def release_specs(registry: MlflowRegistry, run_id: str) -> tuple[ModelSpec, Pro
     """The model spec and prompt a version was released with, as its release run recorded them
     (not today's files, which may hold an unreleased edit)."""
     model = ModelSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/model_spec.json"))
-    prompt = PromptSpec.model_validate(registry.load_artifact_dict(run_id, "candidate/prompt.json"))
+    prompt = PromptSpec.model_validate(
+        registry.load_artifact_dict(run_id, "candidate/prompt.json"), context={"recorded": True}
+    )
     return model, prompt
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from llmrelease.errors import EvalsetError, InputError
+from llmrelease.inputfiles import DuplicateKey, json_object, numbered_lines
 from llmrelease.project import AppSpec, EvalsetRef
 from llmrelease.specs import EvalsetRow
 from llmrelease.tasks.evaluation.scoring import reference_has_field
@@ -29,6 +30,7 @@ __all__ = [
     "Evalset",
     "read_evalset",
     "scan_evalset",
+    "numbered_rows",
     "load_evalsets",
     "rows_digest",
     "chunk_rows",
@@ -148,61 +150,67 @@ def _parse(ref: EvalsetRef, variables: list[str], *, unique: bool = True) -> Ite
     seen: dict[str, int] = {}
     any_rows = False
     fields = sorted({s.field for s in ref.card.scorers if s.field})
-    with ref.path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalsetError(
-                    f"not valid JSON: {exc.msg} (column {exc.colno})", file=ref.path, line=lineno
-                ) from None
-            if not isinstance(data, dict):
-                raise EvalsetError("each line must be a JSON object", file=ref.path, line=lineno)
-            try:
-                row = EvalsetRow.model_validate(data)
-            except ValidationError as exc:
-                raise _row_error(ref, lineno, exc) from None
-            missing = [v for v in variables if v not in row.vars]
-            if missing:
-                raise EvalsetError(
-                    f"missing template variable(s) {', '.join(missing)}; "
-                    f"the prompt uses {', '.join(variables)}",
-                    file=ref.path,
-                    line=lineno,
-                    field="vars",
-                )
-            if row.reference is None and ref.card.needs_reference:
-                raise EvalsetError(
-                    "required field is missing (the card's exact_match/rouge_l scorers compare with it)",
-                    file=ref.path,
-                    line=lineno,
-                    field="reference",
-                )
-            if row.reference is not None:
-                for key in fields:
-                    if not reference_has_field(row.reference, key):
-                        raise EvalsetError(
-                            f"the reference has no '{key}' (a scorer of the card compares that field; "
-                            "without it every answer would match nothing against nothing)",
-                            file=ref.path,
-                            line=lineno,
-                            field=f"reference.{key}",
-                        )
-            if unique:
-                if row.id in seen:
+    for lineno, line in numbered_lines(ref.path, error=EvalsetError):
+        if not line.strip():
+            continue
+        try:
+            data = json_object(line)
+        except json.JSONDecodeError as exc:
+            raise EvalsetError(
+                f"not valid JSON: {exc.msg} (column {exc.colno})", file=ref.path, line=lineno
+            ) from None
+        except DuplicateKey as exc:
+            raise EvalsetError(str(exc), file=ref.path, line=lineno, field=exc.key) from None
+        if not isinstance(data, dict):
+            raise EvalsetError("each line must be a JSON object", file=ref.path, line=lineno)
+        try:
+            row = EvalsetRow.model_validate(data)
+        except ValidationError as exc:
+            raise _row_error(ref, lineno, exc) from None
+        missing = [v for v in variables if v not in row.vars]
+        if missing:
+            raise EvalsetError(
+                f"missing template variable(s) {', '.join(missing)}; "
+                f"the prompt uses {', '.join(variables)}",
+                file=ref.path,
+                line=lineno,
+                field="vars",
+            )
+        if row.reference is None and ref.card.needs_reference:
+            raise EvalsetError(
+                "required field is missing (the card's exact_match/rouge_l scorers compare with it)",
+                file=ref.path,
+                line=lineno,
+                field="reference",
+            )
+        if row.reference is not None:
+            for key in fields:
+                if not reference_has_field(row.reference, key):
                     raise EvalsetError(
-                        f"duplicate id '{row.id}' (first on line {seen[row.id]})",
+                        f"the reference has no '{key}' (a scorer of the card compares that field; "
+                        "without it every answer would match nothing against nothing)",
                         file=ref.path,
                         line=lineno,
-                        field="id",
+                        field=f"reference.{key}",
                     )
-                seen[row.id] = lineno
-            any_rows = True
-            yield lineno, row
+        if unique:
+            if row.id in seen:
+                raise EvalsetError(
+                    f"duplicate id '{row.id}' (first on line {seen[row.id]})",
+                    file=ref.path,
+                    line=lineno,
+                    field="id",
+                )
+            seen[row.id] = lineno
+        any_rows = True
+        yield lineno, row
     if not any_rows:
         raise EvalsetError("evalset is empty", file=ref.path)
+
+
+def numbered_rows(evalset: Evalset) -> Iterator[tuple[int, EvalsetRow]]:
+    """(line number, row) in file order, validated as when the evalset was loaded."""
+    return _parse(evalset.ref, list(evalset.variables), unique=False)
 
 
 def read_evalset(ref: EvalsetRef, variables: list[str]) -> list[EvalsetRow]:

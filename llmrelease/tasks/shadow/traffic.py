@@ -18,6 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from llmrelease.errors import EvalsetError, InputError
+from llmrelease.inputfiles import (
+    DuplicateKey,
+    bad_byte_reason,
+    decode_line,
+    field_of_bad_bytes,
+    json_object,
+)
 from llmrelease.specs import TrafficRecord, TrafficSpec
 
 __all__ = ["TrafficSample", "read_traffic", "open_lines", "TrafficError"]
@@ -36,9 +43,16 @@ class TrafficSample:
     """Lines for this app inside the time window (before sampling)."""
     skipped: list[str] = field(default_factory=list)
     """``file:line: reason`` for every bad line skipped (``on_bad_line: skip``)."""
+    lines: list[int] = field(default_factory=list)
+    """The log's line number of each record (same order as ``records``); empty when not known."""
+    where: str = ""
+    """The log as errors name it: the local file's path, or the ``s3://`` URI."""
+
+    def line_of(self, index: int) -> int | None:
+        return self.lines[index] if index < len(self.lines) else None
 
 
-def _s3_lines(uri: str) -> Iterator[str]:
+def _s3_lines(uri: str) -> Iterator[bytes]:
     import boto3
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -54,22 +68,45 @@ def _s3_lines(uri: str) -> Iterator[str]:
         raise InputError(f"traffic log not found: {uri}") from None
     except Exception as exc:  # noqa: BLE001 - botocore's errors: name the object and the reason
         raise InputError(f"cannot read traffic log {uri}: {exc}") from None
-    for raw in body.iter_lines():
-        yield raw.decode("utf-8")
+    yield from body.iter_lines()
 
 
-def open_lines(source: str, project_root: Path) -> Iterator[str]:
-    """Lines of a local file (relative to the project) or of an S3 object, streamed."""
+def _raw_lines(source: str, project_root: Path) -> Iterator[bytes]:
+    """Undecoded lines of a local file (relative to the project) or of an S3 object, streamed."""
     if source.startswith("s3://"):
         yield from _s3_lines(source)
         return
     path = Path(source).expanduser()
     path = path if path.is_absolute() else project_root / path
+    if path.is_dir():
+        raise TrafficError("is a directory; a JSONL traffic log is expected here", file=path)
     if not path.is_file():
-        raise InputError(f"traffic log not found: {path}")
-    with path.open(encoding="utf-8") as fh:
+        raise InputError(f"traffic log not found: {path}", file=path)
+    with path.open("rb") as fh:
         for line in fh:
-            yield line.rstrip("\n")
+            yield line.rstrip(b"\n")
+
+
+def open_lines(source: str, project_root: Path) -> Iterator[str]:
+    """Lines of a local file (relative to the project) or of an S3 object, streamed; a line that is
+    not UTF-8 raises TrafficError naming the line and byte offset."""
+    offset = 0
+    for lineno, raw in enumerate(_raw_lines(source, project_root), start=1):
+        try:
+            yield decode_line(raw, first=lineno == 1)
+        except UnicodeDecodeError as exc:
+            reason, _, _ = bad_byte_reason(raw, exc, offset=offset)
+            raise TrafficError(
+                reason, file=_where(source, project_root), line=lineno, field=field_of_bad_bytes(raw)
+            ) from None
+        offset += len(raw) + 1
+
+
+def _where(source: str, project_root: Path) -> str:
+    if source.startswith("s3://"):
+        return source
+    path = Path(source).expanduser()
+    return str(path if path.is_absolute() else project_root / path)
 
 
 def _bad(
@@ -101,7 +138,7 @@ def _explain(exc: ValidationError) -> tuple[str, str | None]:
 
 
 def _parse(line: str) -> dict[str, Any]:
-    data = json.loads(line)
+    data = json_object(line)
     if not isinstance(data, dict):
         raise ValueError("each line must be a JSON object")
     return data
@@ -112,20 +149,29 @@ def read_traffic(
 ) -> TrafficSample:
     """The sampled records of ``app``. ``variables``: the template variables a ``vars`` record must
     have (missing ones make the line bad)."""
-    out = TrafficSample([], spec.source)
+    where = _where(spec.source, project_root)
+    out = TrafficSample([], spec.source, where=where)
     rng = random.Random(spec.seed)
-    where = spec.source
-    if not spec.source.startswith("s3://"):
-        path = Path(spec.source).expanduser()
-        where = str(path if path.is_absolute() else project_root / path)
-    for lineno, line in enumerate(open_lines(spec.source, project_root), start=1):
+    offset = 0
+    for lineno, raw in enumerate(_raw_lines(spec.source, project_root), start=1):
         out.lines_read = lineno
+        try:
+            line = decode_line(raw, first=lineno == 1)
+        except UnicodeDecodeError as exc:
+            reason = bad_byte_reason(raw, exc, offset=offset)[0]
+            _bad(spec, where, lineno, reason, field_of_bad_bytes(raw), out)
+            continue
+        finally:
+            offset += len(raw) + 1
         if not line.strip():
             continue
         try:
             data = _parse(line)
         except json.JSONDecodeError as exc:
             _bad(spec, where, lineno, f"not valid JSON: {exc.msg} (column {exc.colno})", None, out)
+            continue
+        except DuplicateKey as exc:
+            _bad(spec, where, lineno, str(exc), exc.key, out)
             continue
         except ValueError as exc:
             _bad(spec, where, lineno, str(exc), None, out)
@@ -157,20 +203,26 @@ def read_traffic(
         out.matched += 1
         if spec.sample == "first":
             out.records.append(rec)
+            out.lines.append(lineno)
             if len(out.records) >= spec.n:
                 break
         elif len(out.records) < spec.n:  # reservoir sampling (Algorithm R)
             out.records.append(rec)
+            out.lines.append(lineno)
         else:
             j = rng.randrange(out.matched)
             if j < spec.n:
                 out.records[j] = rec
+                out.lines[j] = lineno
     if not out.records:
         raise InputError(
             f"no requests for app '{app}' in {spec.source}"
             + (" inside the time window" if spec.since or spec.until else ""),
+            file=where,
             fix="check the log's 'app' values and traffic.since/until in shadow.yaml",
         )
     if spec.sample == "random":
-        out.records.sort(key=lambda r: r.timestamp)
+        order = sorted(range(len(out.records)), key=lambda i: out.records[i].timestamp)
+        out.records = [out.records[i] for i in order]
+        out.lines = [out.lines[i] for i in order]
     return out
