@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from llmrelease.errors import InputError, SpecError
 
@@ -45,9 +45,10 @@ def bad_byte_reason(raw: bytes, exc: UnicodeDecodeError, *, offset: int = 0) -> 
 _UTF8_FIX = "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or remove the byte"
 
 
-def _read_bytes(path: Path, error: type[InputError]) -> bytes:
+def _open(path: Path, error: type[InputError]) -> BinaryIO:
+    """The file opened for reading; a missing file, a broken link or a directory is ``error``."""
     try:
-        return path.read_bytes()
+        return path.open("rb")
     except FileNotFoundError:
         if path.is_symlink():
             raise error(f"broken symbolic link to {os.readlink(path)}", file=path) from None
@@ -56,6 +57,11 @@ def _read_bytes(path: Path, error: type[InputError]) -> bytes:
         raise error("is a directory; a file is expected here", file=path) from None
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or exc}", file=path) from None
+
+
+def _read_bytes(path: Path, error: type[InputError]) -> bytes:
+    with _open(path, error) as fh:
+        return fh.read()
 
 
 def read_text(path: Path, *, error: type[InputError] = SpecError) -> str:
@@ -78,16 +84,7 @@ def decode_line(raw: bytes, *, first: bool = False) -> str:
 def numbered_lines(path: Path, *, error: type[InputError]) -> Iterator[tuple[int, str]]:
     """(line number, text) for every line, streamed; lines are split at ``\\n`` only, as an editor
     numbers them. A line that is not UTF-8 raises ``error`` naming the line and byte offset."""
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise error(f"broken symbolic link to {os.readlink(path)}", file=path) from None
-        raise error("file not found", file=path) from None
-    except IsADirectoryError:
-        raise error("is a directory; a file is expected here", file=path) from None
-    except OSError as exc:
-        raise error(f"cannot read: {exc.strerror or exc}", file=path) from None
+    fh = _open(path, error)
     offset = 0
     with fh:
         for lineno, raw in enumerate(fh, start=1):

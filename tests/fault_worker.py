@@ -30,13 +30,16 @@ def release_once(project: Path, tracking_uri: str, app: str = APP, prompt_file: 
     from llmrelease.faults import checkpoint
     from llmrelease.mlflow_registry import TAG, MlflowRegistry
     from llmrelease.plan import build_plan
+    from llmrelease.runtime import preserved_environ
     from llmrelease.tasks.promotion.candidate import register_candidate
     from llmrelease.tasks.promotion.record import record_verdict
     from llmrelease.tasks.promotion.transaction import promote_version
 
     # Planned with the zero-cost engine (no tokenizer, no model), registered as a vLLM candidate.
-    os.environ["LLMRELEASE_ENGINE_FACTORY"] = "llmrelease.engines.instant:instant_engine"
-    plan = build_plan(project, app, prompt_file=prompt_file, with_traffic=False)
+    # The tests also call this in their own process: the environment is left as it was.
+    with preserved_environ("LLMRELEASE_ENGINE_FACTORY"):
+        os.environ["LLMRELEASE_ENGINE_FACTORY"] = "llmrelease.engines.instant:instant_engine"
+        plan = build_plan(project, app, prompt_file=prompt_file, with_traffic=False)
     plan = dataclasses.replace(plan, engine_factory="vllm")
     from llmrelease.locks import sqlite_path
 
