@@ -22,6 +22,21 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("PREFECT_API_URL", None)
 
 
+_WATCHED = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "LLMRELEASE_")
+_SET_ONCE = {"LLMRELEASE_LIFELINE"}  # the lifeline's marker: exported by the first CLI call, for good
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_leaks():
+    """A test that changes where results go or which engine runs, and leaves it so, silently turns
+    every later test into another one (a leaked test-engine factory once made every e2e release a
+    test-engine release). monkeypatch undoes its own changes before this check runs."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(_WATCHED) and k not in _SET_ONCE}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith(_WATCHED) and k not in _SET_ONCE}
+    assert after == before, f"the test left the environment changed: {before} -> {after}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
