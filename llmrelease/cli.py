@@ -529,7 +529,29 @@ def relay(
 
 
 def main() -> None:
-    app()
+    """The console script. Command-line mistakes (an unknown option, a --project that does not exist)
+    are input errors too: exit 2, and with --json one JSON object on stdout like every other error."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # click's usage errors, as typer vendors them
+        exit_code = getattr(exc, "exit_code", 2)
+        if "--json" in sys.argv[1:]:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            param = getattr(exc, "param", None)
+            field = param.opts[0] if param is not None and getattr(param, "opts", None) else None
+            error = {"kind": "input", "message": message, "file": None, "line": None, "field": field}
+            print(json.dumps({"status": "error", "exit_code": exit_code, "error": error}, indent=2))
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            err.print(f"error: {exc}")
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

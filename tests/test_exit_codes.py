@@ -137,3 +137,15 @@ def test_a_champion_whose_artifacts_were_deleted_exits_4_with_the_cause(store) -
     assert "error (infrastructure): " in result.stderr
     assert registry.alias(APP, CHAMPION).version == champion.version
     assert registry.read_intent(APP) is None
+
+
+def test_command_line_mistakes_are_input_errors_with_json_too(tmp_path: Path) -> None:
+    """Errors the argument parser finds (before any llmrelease code runs) keep the contract too."""
+    cli = [sys.executable, "-m", "llmrelease.cli", "release", APP, "-p", str(tmp_path / "nowhere"), "--json"]
+    result = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == "--project" and "does not exist" in error["message"]
+    assert "Traceback" not in result.stderr
+    helped = subprocess.run(cli[:3] + ["--help"], capture_output=True, timeout=120)
+    assert helped.returncode == 0
