@@ -38,7 +38,12 @@ from llmrelease.tasks.gates.statistics import (
 DEMO_N = 72
 
 
-def draw(rng, n, mean, discordance, clusters=None, icc=0.0):
+def draw(rng, n, mean, *, discordance=0.3, clusters=None, icc=0.0):
+    """Paired differences of 0/1 scores: d in {-1, 0, 1} with P(d != 0) = discordance, mean ``mean``.
+
+    With clusters, each cluster draws one shared difference and each item copies it with
+    probability sqrt(icc), else draws its own: the intra-cluster correlation is then exactly icc
+    and the mean is unchanged. (The test suite draws its small Monte Carlo with this too.)"""
     up, down = (discordance + mean) / 2, (discordance - mean) / 2
     values, probs = np.array([-1.0, 0.0, 1.0]), [down, 1 - discordance, up]
     d = rng.choice(values, p=probs, size=n)
@@ -75,7 +80,7 @@ def main() -> None:
     for n in (DEMO_N, 500):
         corr, naive = [], []
         for i in range(args.runs):
-            c = paired_comparison(draw(rng, n, -m, disc), margin=m, seed=i)
+            c = paired_comparison(draw(rng, n, -m, discordance=disc), margin=m, seed=i)
             corr.append(c.verdict == "pass")
             naive.append(plain_percentile_pass(c, m))
         label = f"false promotion at the margin, {n} independent items"
@@ -84,7 +89,7 @@ def main() -> None:
     clusters = np.repeat(np.arange(50), 10)
     corr, naive, deffs = [], [], []
     for i in range(args.runs):
-        d = draw(rng, 500, -m, disc, clusters, 0.7)
+        d = draw(rng, 500, -m, discordance=disc, clusters=clusters, icc=0.7)
         c = paired_comparison(d, margin=m, clusters=clusters, seed=i)
         corr.append(c.verdict == "pass")
         deffs.append(c.design_effect)
@@ -96,7 +101,7 @@ def main() -> None:
     any_raw, any_holm, all_raw, all_holm = [], [], [], []
     for f in range(args.families):
         family = [
-            paired_comparison(draw(rng, 100, -m, disc), margin=m, seed=10 * f + g, resamples=1000)
+            paired_comparison(draw(rng, 100, -m, discordance=disc), margin=m, seed=10 * f + g, resamples=1000)
             for g in range(10)
         ]
         adjusted = holm_adjust(family, 0.05)
@@ -111,7 +116,7 @@ def main() -> None:
 
     verdicts, mdes, needed = [], [], []
     for i in range(args.runs):
-        c = paired_comparison(draw(rng, DEMO_N, 0.0, disc), margin=m, seed=i)
+        c = paired_comparison(draw(rng, DEMO_N, 0.0, discordance=disc), margin=m, seed=i)
         verdicts.append(c.verdict)
         mdes.append(c.mde)
         needed.append(c.items_needed)
@@ -131,7 +136,7 @@ def main() -> None:
     for label, truth in (("at the margin (H0)", -m), (f"one MDE ({mde:.3f}) above the margin", -m + mde)):
         used, passed, fixed_pass, t0 = [], [], [], time.perf_counter()
         for _ in range(args.streams):
-            stream = draw(rng, horizon, truth, disc)
+            stream = draw(rng, horizon, truth, discordance=disc)
             cs = ConfidenceSequence(alpha=0.05, horizon=horizon)
             decision = "undecided"
             while cs.n < horizon and decision == "undecided":

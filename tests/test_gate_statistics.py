@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bench.gate_statistics import draw
 from llmrelease.tasks.gates.statistics import (
     ConfidenceSequence,
     binary_paired_test,
@@ -27,21 +28,6 @@ from llmrelease.tasks.gates.statistics import (
 )
 
 MARGIN = 0.05
-
-
-def _diffs(rng, n, mean, *, discordance=0.3, clusters=None, icc=0.0):
-    """Paired differences of 0/1 scores: d in {-1, 0, 1} with P(d != 0) = discordance, mean ``mean``.
-
-    With clusters, each cluster draws one shared difference and each item copies it with
-    probability sqrt(icc), else draws its own: the intra-cluster correlation is then exactly icc
-    and the mean is unchanged."""
-    up, down = (discordance + mean) / 2, (discordance - mean) / 2
-    values, probs = np.array([-1.0, 0.0, 1.0]), [down, 1 - discordance, up]
-    d = rng.choice(values, p=probs, size=n)
-    if clusters is not None:
-        shared = rng.choice(values, p=probs, size=int(clusters.max()) + 1)
-        d = np.where(rng.random(n) < math.sqrt(icc), shared[clusters], d)
-    return d
 
 
 # ------------------------------------------------------------------------------- known answers
@@ -134,7 +120,7 @@ def test_mde_agrees_with_statsmodels_power():
     from statsmodels.stats.power import TTestPower
 
     rng = np.random.default_rng(3)
-    d = _diffs(rng, 200, 0.0)
+    d = draw(rng, 200, 0.0)
     c = paired_comparison(d, margin=MARGIN)
     es = TTestPower().solve_power(nobs=200, alpha=0.05, power=0.8, alternative="larger")
     assert c.mde == pytest.approx(es * c.sd, rel=0.01)  # Bloom's t multiplier vs the noncentral t
@@ -143,7 +129,7 @@ def test_mde_agrees_with_statsmodels_power():
 def test_bound_is_close_to_the_t_bound_and_the_p_value_inverts_it():
     rng = np.random.default_rng(4)
     for i in range(40):
-        d = _diffs(rng, 150, rng.uniform(-0.12, 0.05))
+        d = draw(rng, 150, rng.uniform(-0.12, 0.05))
         c = paired_comparison(d, margin=MARGIN, seed=i)
         t_bound = c.delta - stats.t.ppf(0.95, 149) * c.se_naive
         assert c.bound == pytest.approx(t_bound, abs=0.25 * c.se_naive)
@@ -153,7 +139,7 @@ def test_bound_is_close_to_the_t_bound_and_the_p_value_inverts_it():
 
 
 def test_lower_is_better_is_the_mirror():
-    d = _diffs(np.random.default_rng(5), 120, -0.02)
+    d = draw(np.random.default_rng(5), 120, -0.02)
     up = paired_comparison(d, margin=MARGIN, seed=1)
     down = paired_comparison(-d, margin=MARGIN, direction="lower", seed=1)
     assert down.bound == pytest.approx(-up.bound)
@@ -162,7 +148,7 @@ def test_lower_is_better_is_the_mirror():
 
 
 def test_singleton_clusters_change_nothing_but_the_resampler():
-    d = _diffs(np.random.default_rng(6), 300, 0.0)
+    d = draw(np.random.default_rng(6), 300, 0.0)
     naive = paired_comparison(d, margin=MARGIN)
     single = paired_comparison(d, margin=MARGIN, clusters=np.arange(300))
     assert single.design_effect == pytest.approx(1.0) and single.se_cluster == pytest.approx(naive.se_naive)
@@ -174,7 +160,7 @@ def test_design_effect_follows_the_intra_cluster_correlation():
     clusters = np.repeat(np.arange(200), 5)
     deffs = [
         paired_comparison(
-            _diffs(rng, 1000, 0.0, clusters=clusters, icc=0.5), margin=MARGIN, clusters=clusters
+            draw(rng, 1000, 0.0, clusters=clusters, icc=0.5), margin=MARGIN, clusters=clusters
         )
         for _ in range(5)
     ]
@@ -184,7 +170,7 @@ def test_design_effect_follows_the_intra_cluster_correlation():
 
 
 def test_items_needed_is_the_smallest_size_whose_mde_meets_the_margin():
-    c = paired_comparison(_diffs(np.random.default_rng(8), 72, 0.0), margin=MARGIN)
+    c = paired_comparison(draw(np.random.default_rng(8), 72, 0.0), margin=MARGIN)
     assert c.verdict in ("inconclusive", "pass") and c.mde > MARGIN
     from llmrelease.tasks.gates.statistics import _multiplier
 
@@ -196,13 +182,13 @@ def test_items_needed_is_the_smallest_size_whose_mde_meets_the_margin():
 
 def test_verdicts_follow_the_documented_rule():
     rng = np.random.default_rng(9)
-    small_bad = paired_comparison(_diffs(rng, 40, -0.6, discordance=0.8), margin=MARGIN)
+    small_bad = paired_comparison(draw(rng, 40, -0.6, discordance=0.8), margin=MARGIN)
     assert small_bad.verdict == "fail" and small_bad.mde > MARGIN and small_bad.ci_high < -MARGIN
-    big_equal_ish = paired_comparison(_diffs(rng, 3000, -0.055), margin=MARGIN)
+    big_equal_ish = paired_comparison(draw(rng, 3000, -0.055), margin=MARGIN)
     assert big_equal_ish.mde <= MARGIN and big_equal_ish.verdict == "fail"
-    small_unclear = paired_comparison(_diffs(rng, 50, -0.03), margin=MARGIN, seed=2)
+    small_unclear = paired_comparison(draw(rng, 50, -0.03), margin=MARGIN, seed=2)
     assert small_unclear.verdict == "inconclusive" and small_unclear.items_needed > 50
-    clear_win = paired_comparison(_diffs(rng, 60, 0.3), margin=MARGIN)
+    clear_win = paired_comparison(draw(rng, 60, 0.3), margin=MARGIN)
     assert clear_win.verdict == "pass" and clear_win.mde > MARGIN  # underpowered, yet shown: PASS
 
 
@@ -214,7 +200,7 @@ def test_false_pass_at_the_margin_stays_near_nominal():
     # binomial standard error of 400 runs is 1.1 points, so 0.085 is ~3 SE of slack.
     rng = np.random.default_rng(2024)
     passes = [
-        paired_comparison(_diffs(rng, 200, -MARGIN), margin=MARGIN, seed=i).verdict == "pass"
+        paired_comparison(draw(rng, 200, -MARGIN), margin=MARGIN, seed=i).verdict == "pass"
         for i in range(400)
     ]
     assert 0.01 <= np.mean(passes) <= 0.085
@@ -228,7 +214,7 @@ def test_cluster_bootstrap_holds_the_level_where_the_naive_one_does_not():
     clusters = np.repeat(np.arange(50), 10)
     cluster_pass, naive_pass = [], []
     for i in range(300):
-        d = _diffs(rng, 500, -MARGIN, clusters=clusters, icc=0.7)
+        d = draw(rng, 500, -MARGIN, clusters=clusters, icc=0.7)
         cluster_pass.append(paired_comparison(d, margin=MARGIN, clusters=clusters, seed=i).verdict == "pass")
         naive_pass.append(paired_comparison(d, margin=MARGIN, seed=i, resamples=500).verdict == "pass")
     assert np.mean(cluster_pass) <= 0.09
@@ -243,7 +229,7 @@ def test_holm_keeps_family_wise_false_passes_at_alpha():
     raw_any, holm_any, raw_all = [], [], []
     for f in range(200):
         family = [
-            paired_comparison(_diffs(rng, 100, -MARGIN), margin=MARGIN, seed=10 * f + g, resamples=1000)
+            paired_comparison(draw(rng, 100, -MARGIN), margin=MARGIN, seed=10 * f + g, resamples=1000)
             for g in range(10)
         ]
         adjusted = holm_adjust(family, 0.05)
@@ -268,7 +254,7 @@ def test_confidence_sequence_error_holds_across_repeated_looks():
         cs = ConfidenceSequence(alpha=0.05)
         passed = missed = False
         for _look in range(30):
-            cs.update(_diffs(rng, 20, -MARGIN))
+            cs.update(draw(rng, 20, -MARGIN))
             passed |= sequential_decision(cs, MARGIN) == "pass"
             missed |= not cs.lower <= -MARGIN <= cs.upper
         false_pass += passed
@@ -281,13 +267,13 @@ def test_confidence_sequence_decides_a_clear_case_early():
     rng = np.random.default_rng(12)
     cs = ConfidenceSequence(alpha=0.05, horizon=1000)
     while sequential_decision(cs, MARGIN) == "undecided" and cs.n < 1000:
-        cs.update(_diffs(rng, 25, 0.15))
+        cs.update(draw(rng, 25, 0.15))
     assert sequential_decision(cs, MARGIN) == "pass" and cs.n < 500
-    bad = ConfidenceSequence(alpha=0.05).update(_diffs(rng, 400, -0.4, discordance=0.6))
+    bad = ConfidenceSequence(alpha=0.05).update(draw(rng, 400, -0.4, discordance=0.6))
     assert sequential_decision(bad, MARGIN) == "fail"
     assert (
         sequential_decision(
-            ConfidenceSequence().update(-_diffs(rng, 400, -0.4, discordance=0.6)), MARGIN, "lower"
+            ConfidenceSequence().update(-draw(rng, 400, -0.4, discordance=0.6)), MARGIN, "lower"
         )
         == "fail"
     )
@@ -326,11 +312,11 @@ def test_equal_cluster_means_are_decided_by_the_point():
 
 
 def test_no_nan_on_ordinary_inputs():
-    _no_nan(paired_comparison(_diffs(np.random.default_rng(13), 30, 0.0), margin=0.0))
+    _no_nan(paired_comparison(draw(np.random.default_rng(13), 30, 0.0), margin=0.0))
 
 
 def test_margin_zero_never_asks_for_a_finite_evalset():
-    c = paired_comparison(_diffs(np.random.default_rng(14), 80, 0.0), margin=0.0)
+    c = paired_comparison(draw(np.random.default_rng(14), 80, 0.0), margin=0.0)
     assert c.items_needed is None and c.verdict in ("inconclusive", "pass")
 
 
