@@ -149,3 +149,31 @@ def test_command_line_mistakes_are_input_errors_with_json_too(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
     helped = subprocess.run(cli[:3] + ["--help"], capture_output=True, timeout=120)
     assert helped.returncode == 0
+
+
+@pytest.mark.flow
+def test_allow_rolled_back_reaches_the_release_flow_and_is_recorded(tmp_path: Path, monkeypatch) -> None:
+    """The flag's whole path: CLI -> api -> Prefect flow -> registration -> outcome and run."""
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", "llmrelease.engines.instant:instant_engine")
+    monkeypatch.setenv("LLMRELEASE_NO_LIFELINE", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    release = ["release", APP, "-p", str(project), "--json"]
+    first = runner.invoke(app, release)
+    assert first.exit_code in (0, 1), first.output
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    [version] = registry.versions(APP)
+    registry.set_version_tags(APP, version.version, {TAG + "rolled_back_at": "2026-11-30T00:00:00+00:00"})
+
+    refused = runner.invoke(app, release)
+    assert refused.exit_code == 2, refused.output
+    error = json.loads(refused.stdout)["error"]
+    assert "rolled back at 2026-11-30" in error["message"] and "--allow-rolled-back" in error["fix"]
+
+    allowed = runner.invoke(app, [*release, "--allow-rolled-back"])
+    assert allowed.exit_code in (0, 1), allowed.output
+    outcome = json.loads(allowed.stdout)
+    assert any("released again (--allow-rolled-back)" in n for n in outcome["notes"])
+    run_tags = registry.run_tags(outcome["run_id"])
+    assert "released again" in run_tags[TAG + "registration_notes"]
+    assert TAG + "rereleased_after_rollback_at" in registry.versions(APP)[0].tags
