@@ -541,11 +541,13 @@ def main() -> None:
     except typer.TyperException as exc:  # click's usage errors, as typer vendors them
         exit_code = getattr(exc, "exit_code", 2)
         if "--json" in sys.argv[1:]:
+            from llmrelease.errors import InputError, error_payload
+
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
             param = getattr(exc, "param", None)
             field = param.opts[0] if param is not None and getattr(param, "opts", None) else None
-            error = {"kind": "input", "message": message, "file": None, "line": None, "field": field}
-            print(json.dumps({"status": "error", "exit_code": exit_code, "error": error}, indent=2))
+            payload = {**error_payload(InputError(message, field=field)), "exit_code": exit_code}
+            print(json.dumps(payload, indent=2))
         if hasattr(exc, "show"):
             exc.show()
         else:
