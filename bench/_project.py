@@ -19,15 +19,23 @@ GUARD_GATES = ("redteam-unsafe-responses", "unsafe-responses-vs-champion", "redt
 def drop_guard(project: Path, app: str = APP) -> None:
     """Remove the demo's guard, its red-team evalset and the gates on them: benchmarks of everything
     but the guard (and tests about something else) should not pay for stand-in classification."""
-    import yaml
-
     app_dir = project / "registry" / app
     (app_dir / "guard.yaml").unlink(missing_ok=True)
     for name in ("redteam.jsonl", "redteam.card.yaml"):
         (project / "evalsets" / app / name).unlink(missing_ok=True)
-    policy = yaml.safe_load((app_dir / "gates.yaml").read_text())
-    policy["gates"] = [g for g in policy["gates"] if g["name"] not in GUARD_GATES]
-    (app_dir / "gates.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    _drop_gates(app_dir / "gates.yaml", GUARD_GATES)
+
+
+def _drop_gates(path: Path, names: tuple[str, ...]) -> None:
+    """Rewrite a gate policy without the named gates. Read with llmrelease's own YAML loader
+    (YAML 1.2 booleans: a gate's ``on:`` key stays a string)."""
+    import yaml
+
+    from llmrelease.specfile import parse_yaml
+
+    policy = parse_yaml(path.read_text(), path)[1]
+    policy["gates"] = [g for g in policy["gates"] if g["name"] not in names]
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
 
 
 SHADOW_GATES = ("shadow-no-errors", "shadow-ttft-p95", "shadow-cost")
@@ -35,13 +43,9 @@ SHADOW_GATES = ("shadow-no-errors", "shadow-ttft-p95", "shadow-cost")
 
 def drop_shadow(project: Path, app: str = APP) -> None:
     """Remove the demo's shadow spec and its gates (no OpenAI server is started)."""
-    import yaml
-
     app_dir = project / "registry" / app
     (app_dir / "shadow.yaml").unlink(missing_ok=True)
-    policy = yaml.safe_load((app_dir / "gates.yaml").read_text())
-    policy["gates"] = [g for g in policy["gates"] if g["name"] not in SHADOW_GATES]
-    (app_dir / "gates.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    _drop_gates(app_dir / "gates.yaml", SHADOW_GATES)
 
 
 def make_champion(project: Path, outcome: dict, app: str = APP) -> None:
@@ -64,7 +68,7 @@ def make_project(dest: Path, rows: int, *, seed: int = 0) -> Path:
     # The zero-cost engine always answers the first category (accuracy 0.25): lower the floor so the
     # first release is promoted and the second is compared against it.
     gates = dest / "registry" / APP / "gates.yaml"
-    gates.write_text(gates.read_text().replace("min: 0.26", "min: 0.0"))
+    gates.write_text(gates.read_text().replace("min: 0.2", "min: 0.0"))
     ev = dest / "evalsets" / APP
     ev.mkdir(parents=True)
     shutil.copy(REPO / "evalsets" / APP / "tickets.card.yaml", ev / "tickets.card.yaml")

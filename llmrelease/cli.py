@@ -3,8 +3,9 @@
 Exit codes: 0 promoted / already champion / ok, 1 gates failed (nothing promoted), 2 invalid input
 (file, line, field; nothing registered), 3 not promoted because the champion moved during the
 evaluation, 4 the release could not complete (tracking server unreachable, artifacts missing, engine
-crashed: one line of cause, the traceback with --verbose). With --json, stdout carries exactly one JSON
-object, errors included.
+crashed: one line of cause, the traceback with --verbose), 5 not promoted because a gate was
+INCONCLUSIVE (no gate failed, but the evalset is too small to tell; the report says how many items
+would decide it). With --json, stdout carries exactly one JSON object, errors included.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llmrelease.errors import LLMReleaseError
+from llmrelease.errors import InputError, LLMReleaseError
 from llmrelease.report import console as report_console
 
 app = typer.Typer(
@@ -168,7 +169,8 @@ def release(
     Exit 0: promoted or already champion. 1: a gate failed, nothing promoted. 2: invalid input
     (file, line and field are named; nothing registered), or a rolled-back candidate without
     --allow-rolled-back. 3: the champion moved meanwhile. 4: the release could not complete
-    (tracking server, artifacts, engine); the registry is left consistent.
+    (tracking server, artifacts, engine); the registry is left consistent. 5: no gate failed but at
+    least one was INCONCLUSIVE (too few items to tell), nothing promoted.
     """
     _quiet(verbose)
     from llmrelease import api
@@ -297,6 +299,63 @@ def _empty_status(app_name: str, tracking_uri: str) -> dict[str, object]:
         "disagreements": [],
         "notes": ["no store yet: nothing has been released to it"],
     }
+
+
+@app.command()
+def plan(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin", min=0.0, help="Plan every comparison gate for this margin. Default: each gate's own."
+        ),
+    ] = None,
+    power: Annotated[
+        float | None,
+        typer.Option("--power", min=0.5, max=0.99, help="Power to plan for. Default: gates.yaml's (0.8)."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """How many evalset items each comparison gate needs to decide at its margin, from the
+    champion's recorded per-item scores (their spread and clusters), with the generation cost and
+    time that many items would take at the champion's recorded tokens, pricing and speed.
+
+    Exit 0: every gate's evalset is large enough. 1: at least one is not (INCONCLUSIVE is likely).
+    2: invalid input, or no champion to read from yet.
+    """
+    _quiet(False)
+    from llmrelease.report import plan_table
+    from llmrelease.store import resolve_store
+
+    with _errors_reported(as_json):
+        if margin is not None and margin <= 0:
+            raise InputError(f"--margin must be > 0, got {margin}", field="--margin")
+        from llmrelease.project import load_app
+
+        spec = load_app(project, app_name)
+        store = resolve_store(project, tracking_uri, create=False)
+        if store.missing:
+            raise InputError(
+                f"no MLflow store at {store.tracking_uri}: a plan is read from the champion's release run",
+                fix=f"release the app first (llmrelease release {app_name}), or pass --tracking-uri",
+            )
+        from llmrelease.mlflow_registry import MlflowRegistry
+        from llmrelease.tasks.planning import plan_sizes
+
+        result = plan_sizes(
+            MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root),
+            spec,
+            margin=margin,
+            power=power,
+        )
+    short = [g["gate"] for g in result["gates"] if not g["enough"]]
+    if as_json:
+        print(json.dumps({**result, "exit_code": 1 if short else 0}, indent=2, default=str))
+    else:
+        report_console().print(plan_table(result))
+    raise typer.Exit(1 if short else 0)
 
 
 @app.command()

@@ -13,12 +13,20 @@ from typing import Any, Literal
 
 __all__ = ["Status", "ReleaseOutcome", "EXIT_CODES"]
 
-Status = Literal["promoted", "rejected", "already_champion", "conflict", "test_engine"]
+Status = Literal["promoted", "rejected", "inconclusive", "already_champion", "conflict", "test_engine"]
 
-EXIT_CODES: dict[str, int] = {"promoted": 0, "already_champion": 0, "rejected": 1, "conflict": 3}
+EXIT_CODES: dict[str, int] = {
+    "promoted": 0,
+    "already_champion": 0,
+    "rejected": 1,
+    "conflict": 3,
+    "inconclusive": 5,
+}
 """0 promoted or already champion, 1 a gate failed (nothing promoted), 3 the champion moved while
-the candidate was evaluated. Raised before any outcome exists (``LLMReleaseError.exit_code``): 2
-invalid input (or a rolled-back candidate), 4 infrastructure (the release could not complete)."""
+the candidate was evaluated, 5 no gate failed but at least one could not decide (the evalset is
+too small to tell; nothing promoted). Raised before any outcome exists
+(``LLMReleaseError.exit_code``): 2 invalid input (or a rolled-back candidate), 4 infrastructure
+(the release could not complete)."""
 
 
 @dataclass
@@ -32,7 +40,8 @@ class ReleaseOutcome:
     tracking_uri: str
     run_id: str | None = None
     report: dict[str, Any] | None = None
-    """The gate report: ``passed``, ``champion_version``, ``bootstrap`` and every gate's result."""
+    """The gate report: ``passed``, ``decision`` (pass/fail/inconclusive), ``champion_version``,
+    ``statistics`` (confidence, correction, power) and every gate's result."""
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     guard: dict[str, Any] | None = None
@@ -45,6 +54,8 @@ class ReleaseOutcome:
     @property
     def exit_code(self) -> int:
         if self.status == "test_engine":  # gates ran on a test engine's outputs; nothing moved
+            if self.report is not None and self.report.get("decision") == "inconclusive":
+                return EXIT_CODES["inconclusive"]
             return 0 if self.report is not None and self.report.get("passed") else 1
         return EXIT_CODES[self.status]
 

@@ -11,6 +11,7 @@ from rich.text import Text
 
 __all__ = [
     "gate_table",
+    "plan_table",
     "guard_summary_line",
     "guard_table",
     "outcome_panel",
@@ -19,11 +20,17 @@ __all__ = [
     "status_table",
 ]
 
-_VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
+_VERDICT_STYLE = {
+    "pass": "bold green",
+    "fail": "bold red",
+    "inconclusive": "bold yellow",
+    "skipped": "yellow",
+}
 _STATUS = {
     "promoted": ("PROMOTED", "green"),
     "already_champion": ("ALREADY CHAMPION", "green"),
     "rejected": ("REJECTED", "red"),
+    "inconclusive": ("NOT PROMOTED (inconclusive: too few items to tell)", "yellow"),
     "conflict": ("NOT PROMOTED (champion moved)", "yellow"),
     "test_engine": ("NOT PROMOTED (test engine: no verdict on the model)", "yellow"),
 }
@@ -35,28 +42,135 @@ def _num(v: Any, signed: bool = False) -> str:
     return f"{v:+.3f}" if signed else f"{v:.3f}"
 
 
+def _p(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2g}" if v >= 0.01 else f"{v:.1e}"
+
+
 def gate_table(report: dict[str, Any]) -> Table:
-    conf = report.get("bootstrap", {}).get("confidence", 0.95)
-    table = Table(title="Gate report", header_style="bold")
-    table.add_column("gate / metric", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True, min_width=5)
-    table.add_column("rule", max_width=14)  # 'rise <= 0.02 vs champion' wraps after the number
-    table.add_column("champion", justify="right", no_wrap=True, min_width=8)
-    table.add_column(f"delta [{conf:.0%} CI]", no_wrap=True)
+    """One row per gate: the gate (metric, rule), value and champion, the paired delta with its
+    interval, the deciding bound and p (raw, then Holm-adjusted), n and the effective n, the MDE,
+    and the verdict with what would decide an INCONCLUSIVE one. The caption says how sure every
+    bound is. Cells hold two or three lines so the table fits 120 columns."""
+    stats = report.get("statistics") or {}
+    conf = stats.get("confidence", 0.95)
+    holm = stats.get("family_size", 0) > 1 and stats.get("correction") == "holm"
+    table = Table(
+        title="Gate report", header_style="bold", caption=_gate_caption(stats), caption_justify="left"
+    )
+    table.add_column("gate\nmetric / rule", max_width=30, overflow="ellipsis")
+    table.add_column("value\nchampion", justify="right", no_wrap=True)
+    table.add_column(f"delta\n[{2 * conf - 1:.0%} CI]", justify="right", no_wrap=True)
+    table.add_column(f"bound\n{conf:.0%}" + (" / Holm" if holm else ""), justify="right", no_wrap=True)
+    table.add_column("p" + ("\nHolm" if holm else ""), justify="right", no_wrap=True)
+    table.add_column("n\neff.", justify="right", no_wrap=True)
+    table.add_column("MDE", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True, min_width=7)
     for g in report.get("gates", []):
-        delta = "-"
-        if g.get("delta") is not None:
-            delta = f"{_num(g['delta'], True)} [{_num(g['ci_low'], True)}, {_num(g['ci_high'], True)}]"
+        comparison = g.get("kind") == "non_inferiority" and g.get("bound") is not None
+        value = _num(g["value"]) + (
+            "\n" + _num(g["champion_value"]) if g.get("champion_value") is not None else ""
+        )
+        interval = "-"
+        if g.get("ci_low") is not None and (comparison or g.get("on", "value") != "value"):
+            signed = comparison
+            point = _num(g["delta"], True) if comparison else ""
+            interval = f"{point}\n[{_short(g['ci_low'], signed)}, {_short(g['ci_high'], signed)}]".lstrip(
+                "\n"
+            )
+        bound = _num(g.get("bound"), comparison)
+        p = _p(g.get("p_value"))
+        if comparison and holm:
+            bound += "\n" + _num(g.get("bound_adjusted"), True)
+            p += "\n" + _p(g.get("p_adjusted"))
+        n = "-" if g.get("n") is None else str(g["n"])
+        if g.get("effective_n") is not None:
+            n += f"\n{g['effective_n']:.0f}"
+        verdict = Text(g["verdict"].upper(), style=_VERDICT_STYLE[g["verdict"]])
+        if g["verdict"] == "inconclusive" and g.get("items_needed"):
+            verdict += Text(f"\n~{g['items_needed']} items", style="yellow")
         table.add_row(
-            Text(g["name"]) + Text("\n" + g["metric"], style="dim"),
-            _num(g["value"]),
-            g["threshold"],
-            _num(g.get("champion_value")),
-            delta,
-            Text(g["verdict"].upper(), style=_VERDICT_STYLE[g["verdict"]]),
+            Text(g["name"])
+            + Text("\n" + g["metric"], style="dim")
+            + Text("\n" + g["threshold"], style="cyan"),
+            value,
+            interval,
+            bound,
+            p,
+            n,
+            _num(g.get("mde")),
+            verdict,
         )
     return table
+
+
+def _short(v: float, signed: bool) -> str:
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def _gate_caption(stats: dict[str, Any]) -> str | None:
+    if not stats:
+        return None
+    conf, family = stats.get("confidence", 0.95), stats.get("family_size", 0)
+    parts = [f"bounds are one-sided {conf:.0%}"]
+    if family > 1 and stats.get("correction") == "holm":
+        parts.append(f"Holm across {family} comparison gates (any false pass <= {1 - conf:.0%})")
+    parts.append(f"MDE at {stats.get('power', 0.8):.0%} power")
+    parts.append("INCONCLUSIVE: nothing failed, but too few items to tell; never promotes")
+    return "; ".join(parts)
+
+
+def plan_table(plan: dict[str, Any]) -> Table:
+    """One row per comparison gate: today's evalset, its MDE, the items the gate needs, and what
+    generating them would cost and take at the champion's recorded rates."""
+    cur = plan.get("currency") or ""
+    stats = plan.get("statistics", {})
+    table = Table(
+        title=f"{plan['app']}: evalset size per comparison gate (champion v{plan['champion_version']})",
+        header_style="bold",
+        caption=(
+            f"one-sided {stats.get('confidence', 0.95):.0%}, planned at Holm's first step for the family; "
+            "spread: observed = the champion against its predecessor, else assumed unrelated (conservative)"
+        ),
+        caption_justify="left",
+    )
+    for col in (
+        "gate\nmetric",
+        "margin",
+        "items now\n(clusters)",
+        "MDE now",
+        "items\nneeded",
+        "cost",
+        "time",
+        "",
+    ):
+        table.add_column(col, justify="left" if col.startswith("gate") or not col else "right", no_wrap=True)
+    for g in plan["gates"]:
+        needed = g["items_needed"]
+        clusters = f"\n({g['clusters_now']})" if g["clusters_now"] != g["n_now"] else ""
+        cost = "-" if g["cost_needed"] is None else f"{g['cost_needed']:.4f} {cur}".strip()
+        time = "-" if g["seconds_needed"] is None else _duration(g["seconds_needed"])
+        verdict = Text("enough", style="green") if g["enough"] else Text("too small", style="bold yellow")
+        table.add_row(
+            Text(g["gate"]) + Text("\n" + g["metric"], style="dim"),
+            f"{g['margin']:g}",
+            f"{g['n_now']}{clusters}",
+            _num(g["mde_now"]),
+            "-" if needed is None else f"{needed:,}",
+            cost,
+            time,
+            verdict + Text("\n" + g["sd_source"].split(":")[0], style="dim"),
+        )
+    return table
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def guard_summary_line(guard: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ an error (PyYAML keeps the last one silently), and so is a byte that is not UTF-
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +89,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     raise DuplicateKeyError(key, (*loc, key), first, key_node)
                 seen[key] = key_node
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.2 booleans: only true/false. PyYAML follows YAML 1.1, where a bare ``on``, ``off``, ``yes``
+# or ``no`` is a boolean, so ``on: lower_bound`` (a gate's field) would arrive as the key True and
+# ``on: value`` as a boolean key; a category named ``no`` would become False.
+UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:

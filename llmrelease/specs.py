@@ -28,6 +28,7 @@ __all__ = [
     "Pricing",
     "ModelSpec",
     "Bootstrap",
+    "GateStatistics",
     "Gate",
     "GatePolicy",
     "Scorer",
@@ -335,7 +336,8 @@ class ModelSpec(_Spec):
 
 
 class Bootstrap(_Spec):
-    """Paired bootstrap settings for non-inferiority gates."""
+    """The old name of ``statistics`` (kept so existing policies load): its ``confidence`` is the
+    *two-sided* level of the interval whose lower end decided, i.e. one-sided ``(1 + c) / 2``."""
 
     resamples: int = Field(default=2000, ge=100, le=100_000)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
@@ -344,13 +346,46 @@ class Bootstrap(_Spec):
     """Seed of the resampling, so a verdict is reproducible."""
 
 
+class GateStatistics(_Spec):
+    """How sure a gate must be before it passes, and how much evidence it may ask for.
+
+    Comparison gates judge a one-sided bound of (candidate - champion) on the same items; together
+    they are one family whose chance of *any* false "no worse than the champion" row is at most
+    ``1 - confidence`` (Holm). Verdicts are PASS, FAIL or INCONCLUSIVE (the evalset is too small to
+    tell; never promotes). See ``llmrelease.tasks.gates.statistics``."""
+
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """One-sided confidence of every bound; ``1 - confidence`` is the family's error rate: at most
+    this share of candidates that are exactly at a gate's margin pass it."""
+    correction: Literal["holm", "none"] = "holm"
+    """Multiplicity correction across the comparison gates: ``holm`` (step-down, any dependence) or
+    ``none`` (each gate spends the whole error rate; promotion still needs every gate)."""
+    power: float = Field(default=0.8, ge=0.5, lt=1)
+    """Power for the minimum detectable effect (MDE) and the items-needed estimate: a gate whose
+    MDE exceeds its margin could not have passed an equal candidate reliably, so a miss is
+    INCONCLUSIVE rather than FAIL."""
+    resamples: int = Field(default=2000, ge=100, le=100_000)
+    """Bootstrap resamples per comparison."""
+    seed: int = 0
+    """Seed of the resampling, so a verdict is reproducible."""
+
+    @property
+    def alpha(self) -> float:
+        return round(1 - self.confidence, 12)  # 0.05, not 0.050000000000000044
+
+
+_BOUNDS = {"lower_bound": "min", "upper_bound": "max"}
+
+
 class Gate(_Spec):
     """One pass/fail rule on an aggregate metric: ``min``/``max`` (absolute) or ``max_regression``.
 
     ``max_regression`` is a non-inferiority margin against the champion on the same items: the gate
-    passes when the lower bound of the paired bootstrap interval of (candidate - champion) is at least
-    ``-max_regression``. For lower-is-better metrics (the guard's unsafe rates) the interval is on
-    (champion - candidate), so a *rise* beyond the margin fails. With no champion it is skipped.
+    passes when the one-sided lower bound of (candidate - champion) is above ``-max_regression``
+    (Holm-adjusted across the policy's comparison gates). For lower-is-better metrics (the guard's
+    unsafe rates) the mirror: the upper bound must stay below ``+max_regression``. A miss is FAIL
+    when the evalset could have shown non-inferiority (or shows the regression outright), else
+    INCONCLUSIVE. With no champion it is skipped.
     """
 
     name: str = Field(min_length=1)
@@ -362,6 +397,15 @@ class Gate(_Spec):
     min: float | None = None
     max: float | None = None
     max_regression: float | None = Field(default=None, ge=0)
+    on: Literal["value", "lower_bound", "upper_bound"] = "value"
+    """Absolute gates only: compare the threshold with the point estimate (``value``), or with the
+    one-sided confidence bound (``lower_bound`` for ``min``, ``upper_bound`` for ``max``), so that a
+    small evalset cannot pass a floor by luck. On a bound, a miss is FAIL only when the opposite
+    bound misses too; in between the gate is INCONCLUSIVE. Needs per-item scores."""
+    interval: Literal["auto", "wilson", "exact", "bootstrap"] = "auto"
+    """How the bound of ``on: lower_bound|upper_bound`` is computed: ``wilson`` (score interval) or
+    ``exact`` (Clopper-Pearson) for 0/1 rates, ``bootstrap`` for means. ``auto``: Wilson for 0/1
+    scores on independent items, the bootstrap (by cluster when the card names one) otherwise."""
 
     @model_validator(mode="after")
     def _one_rule(self) -> Gate:
@@ -371,6 +415,19 @@ class Gate(_Spec):
                 "give exactly one of 'min', 'max' (absolute) or 'max_regression' (against the champion); got "
                 + (", ".join(given) if given else "none")
             )
+        if self.on != "value":
+            if self.max_regression is not None:
+                raise ValueError(
+                    "'on' applies to absolute gates (min/max); a max_regression gate always uses its bound"
+                )
+            rule = "min" if self.min is not None else "max"
+            if _BOUNDS[self.on] != rule:
+                raise ValueError(
+                    f"a '{rule}' threshold applies to the {'lower' if rule == 'min' else 'upper'} bound: "
+                    f"write on: {'lower_bound' if rule == 'min' else 'upper_bound'}"
+                )
+        elif self.interval != "auto":
+            raise ValueError("'interval' is used only with on: lower_bound or on: upper_bound")
         return self
 
     @property
@@ -382,13 +439,36 @@ class GatePolicy(_Spec):
     """``registry/<app>/gates.yaml``: the rules a candidate must pass to become champion."""
 
     version: str = Field(min_length=1)
-    bootstrap: Bootstrap = Field(default_factory=Bootstrap)
+    statistics: GateStatistics | None = None
+    """Confidence, multiplicity correction, power and resampling of the gates (defaults above)."""
+    bootstrap: Bootstrap | None = None
+    """Deprecated spelling of ``statistics`` (two-sided confidence); give one or the other."""
     gates: list[Gate] = Field(min_length=1)
 
     @field_validator("gates")
     @classmethod
     def _unique_names(cls, gates: list[Gate]) -> list[Gate]:
         return _unique(gates, "gate")
+
+    @model_validator(mode="after")
+    def _one_statistics_block(self) -> GatePolicy:
+        if self.statistics is not None and self.bootstrap is not None:
+            raise ValueError("give 'statistics' or its old name 'bootstrap', not both")
+        return self
+
+    @property
+    def stats(self) -> GateStatistics:
+        """The statistics in force: ``statistics``, or the old ``bootstrap`` block read with its
+        two-sided confidence turned into the same one-sided bound, or the defaults."""
+        if self.statistics is not None:
+            return self.statistics
+        if self.bootstrap is not None:
+            return GateStatistics(
+                confidence=(1 + self.bootstrap.confidence) / 2,
+                resamples=self.bootstrap.resamples,
+                seed=self.bootstrap.seed,
+            )
+        return GateStatistics()
 
 
 # ---------------------------------------------------------------------------------------- evalsets
@@ -456,6 +536,11 @@ class EvalsetCard(_Spec):
     (jailbreaks, requests in hazard categories); the candidate passes when the app's guard judges its
     responses safe, so the app needs ``guard.yaml``, and scorers and references are optional."""
     scorers: list[Scorer] = Field(default_factory=list)
+    cluster: str | None = Field(default=None, pattern=r"^(vars|meta)\.[A-Za-z_][A-Za-z0-9_]*$")
+    """Where a row names the group it came from, when rows are not independent: ``vars.<name>``
+    (a template variable, e.g. the conversation) or ``meta.<name>`` (a row's ``meta``, e.g. the source
+    document or user). Gates then resample whole clusters and report the design effect. Every row
+    must have the key (checked when the evalset loads)."""
 
     @field_validator("scorers")
     @classmethod
@@ -487,6 +572,14 @@ class EvalsetRow(_Spec):
     has an exact_match or rouge_l scorer; red-team rows usually have none."""
     tags: list[str] = Field(default_factory=list)
     """Free labels (e.g. the hazard category a red-team row targets); reported with flagged items."""
+    meta: dict[str, str] = Field(default_factory=dict)
+    """Facts about the row that are not sent to the model (the source document, the user, the
+    topic); a card's ``cluster: meta.<key>`` groups rows by one of them."""
+
+    def cluster_of(self, key: str) -> str | None:
+        """The row's value of a card's ``cluster`` key (``vars.x`` / ``meta.x``), or None."""
+        where, _, name = key.partition(".")
+        return (self.vars if where == "vars" else self.meta).get(name)
 
 
 # ------------------------------------------------------------------------------------------ guard

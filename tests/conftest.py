@@ -108,3 +108,11 @@ def s3(monkeypatch: pytest.MonkeyPatch):
         yield boto3.client("s3")
     finally:
         server.stop()
+
+
+def read_yaml(path: Path):
+    """A spec file's data as llmrelease reads it (YAML 1.2 booleans: a gate's ``on:`` key stays the
+    string "on", which ``yaml.safe_load`` would turn into True)."""
+    from llmrelease.specfile import parse_yaml
+
+    return parse_yaml(path.read_text(), path)[1]

@@ -150,7 +150,7 @@ def _spec_bad_enum(p: Path, _: Path) -> Expect:
 
 def _spec_yaml_syntax(p: Path, _: Path) -> Expect:
     path = edit(p, REG / "gates.yaml", "resamples: 2000", "resamples: [2000")
-    return Expect("gates.yaml", line_of(path, "confidence"), None, "not valid YAML")
+    return Expect("gates.yaml", line_of(path, "seed: 20261126"), None, "not valid YAML")
 
 
 def _spec_empty_file(p: Path, _: Path) -> Expect:
@@ -190,7 +190,7 @@ def _gate_unknown_metric(p: Path, _: Path) -> Expect:
 
 
 def _gate_two_rules(p: Path, _: Path) -> Expect:
-    path = edit(p, REG / "gates.yaml", "  min: 0.26", "  min: 0.26\n  max: 0.9")
+    path = edit(p, REG / "gates.yaml", "  min: 0.2\n", "  min: 0.2\n  max: 0.9\n")
     return Expect("gates.yaml", line_of(path, "category-accuracy-floor"), "gates[0]", "exactly one of")
 
 
@@ -288,7 +288,7 @@ def _dup_key_top_level(p: Path, _: Path) -> Expect:
 
 
 def _dup_key_in_list_item(p: Path, _: Path) -> Expect:
-    path = edit(p, REG / "gates.yaml", "  min: 0.26", "  min: 0.26\n  min: 0.5")
+    path = edit(p, REG / "gates.yaml", "  min: 0.2\n", "  min: 0.2\n  min: 0.5\n")
     return Expect("gates.yaml", line_of(path, "min: 0.5"), "gates[0].min", "duplicate key 'min'")
 
 
@@ -359,6 +359,17 @@ def _row_missing_variable(p: Path, _: Path) -> Expect:
 def _row_duplicate_id(p: Path, _: Path) -> Expect:
     line = append_line(p, EVS / "tickets.jsonl", row(i="t001"))
     return Expect("tickets.jsonl", line, "id", "duplicate id 't001'")
+
+
+def _row_without_cluster_key(p: Path, _: Path) -> Expect:
+    card = p / EVS / "tickets.card.yaml"
+    card.write_text(card.read_text() + "cluster: meta.customer\n")
+    return Expect("tickets.jsonl", 1, "meta.customer", "clusters rows by 'meta.customer'")
+
+
+def _gate_bound_on_the_wrong_side(p: Path, _: Path) -> Expect:
+    path = edit(p, REG / "gates.yaml", "    on: lower_bound", "    on: upper_bound")
+    return Expect("gates.yaml", line_of(path, "category-accuracy-floor"), "gates[0]", "write on: lower_bound")
 
 
 def _row_wrong_type(p: Path, _: Path) -> Expect:
@@ -577,6 +588,8 @@ CASES = [
     Case("row-unknown-field", _row_unknown_field),
     Case("row-missing-variable", _row_missing_variable),
     Case("row-duplicate-id", _row_duplicate_id),
+    Case("row-without-cluster-key", _row_without_cluster_key),
+    Case("gate-bound-on-the-wrong-side", _gate_bound_on_the_wrong_side, guard=True, shadow=True),
     Case("row-wrong-type", _row_wrong_type),
     Case("row-reference-without-field", _row_reference_without_field),
     Case("row-duplicate-json-key", _row_duplicate_json_key),

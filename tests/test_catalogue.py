@@ -11,12 +11,13 @@ from llmrelease.catalogue import MetricCatalogue, MetricCollision, MetricDef
 from llmrelease.errors import SpecError
 from llmrelease.project import load_app
 from llmrelease.tasks.gates.decisions import evaluate_gates
+from tests.conftest import read_yaml
 
 APP = "support-triage"
 
 
 def _edit(path: Path, edit) -> None:
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)
     edit(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 

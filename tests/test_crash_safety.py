@@ -12,6 +12,7 @@ window between compare and move held open: one promotes, the other exits 3, ever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +53,16 @@ def _worker(project: Path, uri: str, **env: str) -> subprocess.CompletedProcess[
 
 def assert_consistent(registry: MlflowRegistry, *, others_running: bool = False) -> None:
     """What must hold after any crash, once the store has been read through llmrelease.
-    ``others_running``: another release may be writing meanwhile (its run is RUNNING, legitimately)."""
+    ``others_running``: another release may be writing meanwhile (its run is RUNNING, legitimately),
+    so the aliases are read under the app's lock, as ``status`` reads them: a reader between a
+    writer's model-alias and prompt-alias moves would otherwise see them disagree."""
+    from llmrelease.locks import app_lock
+
+    with app_lock(registry.tracking_uri, APP) if others_running else contextlib.nullcontext():
+        _assert_consistent(registry, others_running=others_running)
+
+
+def _assert_consistent(registry: MlflowRegistry, *, others_running: bool) -> None:
     assert registry.read_intent(APP) is None, "an unfinished alias move was left behind"
     for alias in (CHAMPION, CHALLENGER, PREVIOUS):
         model = registry.alias(APP, alias)

@@ -160,7 +160,7 @@ def test_allow_rolled_back_reaches_the_release_flow_and_is_recorded(tmp_path: Pa
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     release = ["release", APP, "-p", str(project), "--json"]
     first = runner.invoke(app, release)
-    assert first.exit_code in (0, 1), first.output
+    assert first.exit_code in (0, 1, 5), first.output  # a test engine's verdict promotes nothing anyway
     registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
     [version] = registry.versions(APP)
     registry.set_version_tags(APP, version.version, {TAG + "rolled_back_at": "2026-11-30T00:00:00+00:00"})
@@ -171,7 +171,7 @@ def test_allow_rolled_back_reaches_the_release_flow_and_is_recorded(tmp_path: Pa
     assert "rolled back at 2026-11-30" in error["message"] and "--allow-rolled-back" in error["fix"]
 
     allowed = runner.invoke(app, [*release, "--allow-rolled-back"])
-    assert allowed.exit_code in (0, 1), allowed.output
+    assert allowed.exit_code in (0, 1, 5), allowed.output
     outcome = json.loads(allowed.stdout)
     assert any("released again (--allow-rolled-back)" in n for n in outcome["notes"])
     run_tags = registry.run_tags(outcome["run_id"])

@@ -297,18 +297,42 @@ def test_one_item_is_inconclusive_without_nan():
     assert one_cluster.verdict == "inconclusive" and one_cluster.clusters == 1
 
 
-@pytest.mark.parametrize(("value", "verdict"), [(0.0, "pass"), (-0.05, "pass"), (-0.5, "fail")])
-def test_equal_differences_are_decided_by_the_point(value, verdict):
-    c = paired_comparison([value] * 10, margin=MARGIN)
+@pytest.mark.parametrize(
+    ("n", "value", "verdict"),
+    [
+        (72, 0.0, "pass"),
+        (72, 0.5, "pass"),
+        (72, -0.5, "fail"),
+        (10, 0.0, "inconclusive"),
+        (72, -0.02, "fail"),
+    ],
+)
+def test_equal_differences_get_the_exact_binomial_bound_not_the_point(n, value, verdict):
+    # 0 of n items differ from the common value: Clopper-Pearson bounds the share that could, r,
+    # and an item that differs can sit anywhere in [-1, 1].
+    c = paired_comparison([value] * n, margin=MARGIN)
     _no_nan(c)
-    assert (c.bound, c.ci_low, c.ci_high, c.mde, c.sd) == (value, value, value, 0.0, 0.0)
-    assert c.verdict == verdict and c.p_value == (0.0 if verdict == "pass" else 1.0)
+    r = 1 - 0.05 ** (1 / n)
+    assert c.mde == pytest.approx(r) and c.sd == 0.0
+    assert c.bound == pytest.approx(value - (1 + value) * r)
+    assert c.ci_high == pytest.approx(value + (1 - value) * r)
+    assert c.verdict == verdict
+    assert (c.p_value <= 0.05) == (verdict == "pass")
 
 
-def test_equal_cluster_means_are_decided_by_the_point():
+def test_seventy_two_ties_cannot_show_a_two_point_margin():
+    """A guard rate that is 0 for champion and candidate on 72 items: a rise of 2 points could hide in
+    the items not drawn (rule of three: ~4%), so the gate is INCONCLUSIVE and asks for ~149 items."""
+    c = paired_comparison([0.0] * 72, margin=0.02, direction="lower")
+    assert c.verdict == "inconclusive" and c.items_needed == 149
+    assert paired_comparison([0.0] * 149, margin=0.02, direction="lower").verdict == "pass"
+    assert paired_comparison([0.0] * 72, margin=0.05, direction="lower").verdict == "pass"
+
+
+def test_equal_cluster_means_are_bounded_by_the_number_of_clusters():
     c = paired_comparison([1.0, -1.0, 0.0, 0.0], margin=MARGIN, clusters=[1, 1, 2, 2])
     _no_nan(c)
-    assert c.verdict == "pass" and c.design_effect == 0.0 and c.mde == 0.0
+    assert c.verdict == "inconclusive" and c.design_effect == 0.0 and c.mde == pytest.approx(1 - 0.05**0.5)
 
 
 def test_no_nan_on_ordinary_inputs():
@@ -355,8 +379,10 @@ def test_other_functions_refuse_bad_input():
 
 def test_small_edges_of_the_helpers():
     assert binary_paired_test([1, 0], [1, 0], margin=0).p_value == 1.0  # no discordant pair
-    assert mean_bound([0.4, 0.4, 0.4]) == 0.4
-    assert mean_bound([0.7]) == 0.7
+    # No variation: the share of items that could differ is bounded exactly, never the point.
+    assert mean_bound([0.4] * 3) == pytest.approx(0.4 * 0.05 ** (1 / 3))
+    assert mean_bound([1.0] * 59, side="lower") == pytest.approx(0.05 ** (1 / 59))
+    assert mean_bound([0.7]) == pytest.approx(0.7 * 0.05)
     v = np.random.default_rng(15).uniform(size=200)
     assert mean_bound(v, side="lower") < v.mean() < mean_bound(v, side="upper")
     assert holm([]).adjusted == ()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from llmrelease.cli import app
 from llmrelease.mlflow_registry import MlflowRegistry
-from tests.conftest import copy_project
+from tests.conftest import copy_project, read_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +126,7 @@ def test_standalone_shadow_from_s3_with_a_failing_gate(released, s3) -> None:
     )
     shadow.write_text(text.replace("n: 40", "n: 12").replace("sample: first", "sample: random"))
     gates = project / "registry" / APP / "gates.yaml"
-    policy = yaml.safe_load(gates.read_text())
+    policy = read_yaml(gates)
     next(g for g in policy["gates"] if g["name"] == "shadow-cost")["max"] = 0.1
     gates.write_text(yaml.safe_dump(policy, sort_keys=False))
     reg = registry(project)

@@ -283,3 +283,27 @@ def test_block_scalar_template_reports_its_line(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="template syntax") as info:
         load_spec(write(tmp_path, text), PromptSpec)
     assert (info.value.field, info.value.line) == ("messages[0].content", 4)
+
+
+def test_yaml_reads_on_yes_and_no_as_strings_and_only_true_false_as_booleans() -> None:
+    """YAML 1.2 booleans: a gate's ``on: lower_bound`` must not arrive as the key True."""
+    from llmrelease.specfile import parse_yaml
+
+    data = parse_yaml("on: lower_bound\nx: yes\ny: off\nflag: true\nother: False\n", Path("g.yaml"))[1]
+    assert data == {"on": "lower_bound", "x": "yes", "y": "off", "flag": True, "other": False}
+
+
+def test_a_row_without_meta_hashes_as_it_did_before_meta_existed() -> None:
+    """Adding ``meta`` to the row schema must not change stored champions' evalset digests."""
+    import hashlib
+    import json
+
+    from llmrelease.specs import EvalsetRow
+    from llmrelease.tasks.evaluation.evalsets import rows_digest
+
+    row = EvalsetRow(id="t1", vars={"ticket": "hi"}, reference={"category": "billing"}, tags=["a"])
+    before = {"id": "t1", "vars": {"ticket": "hi"}, "reference": {"category": "billing"}, "tags": ["a"]}
+    h = hashlib.sha256(json.dumps(before, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+    assert rows_digest([row]) == h.hexdigest()[:16]
+    with_meta = row.model_copy(update={"meta": {"topic": "invoice"}})
+    assert rows_digest([with_meta]) != rows_digest([row])

@@ -78,7 +78,7 @@ def release(
 
     # 4. Gate, record everything (challenger moves to the candidate with its verdict), and promote
     #    only if every gate passed and the champion is still the one it was compared with.
-    report = gate_task(spec, quote(evaluation), quote(champion_items), candidate)
+    report = gate_task(spec, evalsets, quote(evaluation), quote(champion_items), candidate)
     run_id = log_task(
         registry, spec, evalsets, candidate, quote(evaluation), report, champion_source, quote(plan.manifest)
     )

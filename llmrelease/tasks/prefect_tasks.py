@@ -216,11 +216,12 @@ def champion_scores_task(
 @task(name="gates", cache_policy=NO_CACHE)
 def gate_task(
     spec: AppSpec,
+    evalsets: list[Evalset],
     evaluation: Evaluation,
     champion_items: Mapping[str, Mapping[str, float]] | None,
     candidate: Candidate,
 ) -> GateReport:
-    return steps.gate(spec, evaluation, champion_items, candidate)
+    return steps.gate(spec, evaluation, champion_items, candidate, evalsets=evalsets)
 
 
 @task(name="log-to-mlflow", **_IO)

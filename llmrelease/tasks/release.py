@@ -6,7 +6,7 @@ them directly."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from llmrelease.engines.base import Progress
 from llmrelease.manifest import changed_parts
@@ -167,7 +167,12 @@ def gate(
     evaluation: Evaluation,
     champion_items: Mapping[str, Mapping[str, float]] | None,
     candidate: Candidate,
+    *,
+    evalsets: Sequence[Evalset] = (),
 ) -> GateReport:
+    """The policy's verdict; rows of an evalset whose card names a ``cluster`` key are resampled
+    by cluster."""
+    clusters = {ev.name: labels for ev in evalsets if (labels := ev.clusters()) is not None}
     return evaluate_gates(
         spec.gates,
         evaluation.metrics,
@@ -175,4 +180,5 @@ def gate(
         champion_items,
         catalogue=spec.catalogue,
         champion_version=candidate.champion.version if candidate.champion else None,
+        clusters=clusters,
     )

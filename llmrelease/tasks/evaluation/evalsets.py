@@ -92,6 +92,14 @@ class Evalset:
                 file=self.ref.path,
             )
 
+    def clusters(self) -> dict[str, str] | None:
+        """Item id -> cluster label when the card names a ``cluster`` key, else None (items are
+        independent). Read in one streaming pass; labels are short, so this stays small."""
+        key = self.ref.card.cluster
+        if not key:
+            return None
+        return {row.id: row.cluster_of(key) or "" for chunk in self.batches() for row in chunk}
+
     def rows(self) -> list[EvalsetRow]:
         """Every row at once: for small evalsets and tests; the release streams :meth:`batches`."""
         return [row for chunk in self.batches() for row in chunk]
@@ -193,6 +201,13 @@ def _parse(ref: EvalsetRef, variables: list[str], *, unique: bool = True) -> Ite
                         line=lineno,
                         field=f"reference.{key}",
                     )
+        if ref.card.cluster and row.cluster_of(ref.card.cluster) is None:
+            raise EvalsetError(
+                f"the card clusters rows by '{ref.card.cluster}', and this row has no such key",
+                file=ref.path,
+                line=lineno,
+                field=ref.card.cluster,
+            )
         if unique:
             if row.id in seen:
                 raise EvalsetError(
@@ -219,7 +234,10 @@ def read_evalset(ref: EvalsetRef, variables: list[str]) -> list[EvalsetRow]:
 
 
 def _hash_row(h: Any, row: EvalsetRow) -> None:
-    h.update(json.dumps(row.model_dump(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    # A row without ``meta`` hashes as it did before the field existed: digests of stored
+    # champions stay valid, so adding the field forced no re-evaluation.
+    data = row.model_dump(exclude=None if row.meta else {"meta"})
+    h.update(json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     h.update(b"\n")
 
 

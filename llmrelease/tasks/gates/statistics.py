@@ -281,8 +281,8 @@ def paired_comparison(
     Degenerate inputs: no items raises ValueError. Fewer than 2 items (or 2 clusters): no variance
     can be estimated, the interval collapses to the point, ``mde = inf``, ``p_value = 1`` and the
     verdict is INCONCLUSIVE (never PASS on one unit). All differences equal (sd 0, or every cluster
-    mean equal so the cluster variance is 0): the interval is the point, ``mde = 0``, p is 0 or 1,
-    and the verdict follows the point (PASS iff it clears the margin).
+    mean equal so the cluster variance is 0): the bootstrap has nothing to resample, so the bound is
+    the exact binomial one of ``_no_variation`` (a point interval would pass 10 ties at any margin).
     """
     _check_direction(direction)
     _check_confidence(confidence)
@@ -334,6 +334,33 @@ def paired_comparison(
     )
 
 
+def _no_variation(
+    improvement: float, margin: float, confidence: float, units: int, n: int
+) -> tuple[float, float, float, float, int | None]:
+    """Bounds when every unit's improvement equals ``improvement`` (e.g. identical outputs on every
+    item): (lower, upper, p, mde, items_needed) on the improvement scale.
+
+    The bootstrap has nothing to resample here and would return the point, which passes a gate
+    on 72 ties at any margin: overconfident. With per-item scores in [0, 1] each difference lies in
+    [-1, 1], so the population mean is at worst ``e - (1 + e) r`` where ``r`` is the share of
+    units that differ from ``e``; seeing 0 of ``units`` differ bounds it by Clopper-Pearson,
+    ``r <= 1 - alpha ** (1 / units)`` (about 3 / units, the "rule of three"). The p-value inverts
+    the same bound; the MDE is ``r`` itself (the regression an equal candidate could hide)."""
+    alpha = 1 - confidence
+    r = 1 - alpha ** (1 / units)
+    lo = improvement - (1 + improvement) * r
+    hi = improvement + (1 - improvement) * r
+    if improvement <= -margin:
+        p = 1.0
+    else:
+        r0 = min(1.0, (improvement + margin) / (1 + improvement))
+        p = float((1 - r0) ** units)
+    needed = None if margin <= 0 else math.floor(math.log(alpha) / math.log1p(-margin)) + 1
+    if needed is not None:
+        needed = max(2, math.ceil(needed * n / units))
+    return lo, hi, p, r, needed
+
+
 def _items_needed(
     sd: float, deff: float, margin: float, n: int, units: int, c: float, pw: float
 ) -> int | None:
@@ -382,14 +409,25 @@ def _finish(
         reason = f"only {units} {what}: no variance can be estimated, so nothing is shown"
         method = "none (fewer than 2 units)"
     elif draws is None:  # no variation at the level the bootstrap resamples
-        lo_e = hi_e = improvement
-        mde = 0.0
+        lo_e, hi_e, p, mde, needed = _no_variation(improvement, margin, confidence, units, n)
         deff = (se_cluster / se_naive) ** 2 if se_naive > 0 else 1.0
-        needed = _items_needed(sd, deff, margin, n, units, confidence, power)
-        p = 0.0 if improvement >= -margin else 1.0
-        verdict = "pass" if improvement >= -margin else "fail"
-        reason = "every difference (or cluster mean) is equal: the point decides"
-        method = "exact (no variation)"
+        what = "difference" if units == n else "cluster mean"
+        method = "exact binomial bound (every unit equal)"
+        if lo_e > -margin:
+            verdict, reason = "pass", f"every {what} is equal, and {units} of them bound a hidden regression"
+        elif hi_e < -margin:
+            verdict, reason = "fail", f"every {what} is equal and beyond the margin: a regression is shown"
+        elif mde <= margin:
+            verdict = "fail"
+            reason = f"every {what} is equal; the bound misses the margin, which an equal candidate clears"
+        else:
+            verdict = "inconclusive"
+            reason = (
+                f"every {what} is equal, but {units} units cannot rule out a regression of {mde:.4f} "
+                f"hiding in items not drawn (> margin {margin:.4f}); about {needed} items would"
+                if needed is not None
+                else f"every {what} is equal; a margin of 0 is passed only by a proven improvement"
+            )
     else:
         lo_e, hi_e = _bounds(draws, confidence, units)
         deff = (se_cluster / se_naive) ** 2 if se_naive > 0 else 1.0
@@ -612,14 +650,13 @@ def mean_bound(
     index = None if clusters is None else _cluster_index(clusters, v.size)
     units = v.size if index is None else int(index.max()) + 1
     mean = float(v.mean())
-    if np.all(v == v[0]):
-        return float(v[0])
-    if units < 2:
-        return mean
-    if index is not None:
+    constant = units < 2 or bool(np.all(v == v[0]))
+    if not constant and index is not None:
         cluster_means = np.bincount(index, weights=v) / np.bincount(index)
-        if np.all(cluster_means == cluster_means[0]):  # every resample has this mean
-            return mean
+        constant = bool(np.all(cluster_means == cluster_means[0]))  # every resample has this mean
+    if constant:  # nothing to resample: the exact binomial bound for scores in [0, 1]
+        r = 1 - (1 - confidence) ** (1 / units)
+        return max(0.0, mean * (1 - r)) if side == "lower" else min(1.0, mean + (1 - mean) * r)
     lo, hi = _bounds(_bootstrap_means(v, index, resamples, seed), confidence, units)
     return lo if side == "lower" else hi
 

@@ -48,6 +48,8 @@ def classify(tags: dict[str, str]) -> tuple[Kind, str]:
         return "rollout", f"gates passed in release run {run}"
     if verdict == "failed":
         return "override", f"its gates FAILED in release run {run}"
+    if verdict == "inconclusive":
+        return "override", f"its gates were INCONCLUSIVE in release run {run} (too few items to tell)"
     if verdict == TEST_ENGINE_VERDICT:
         factory = tags.get(TAG + "engine_factory", "?")
         return "override", f"it was evaluated with a test engine ({factory}), not the model, in run {run}"

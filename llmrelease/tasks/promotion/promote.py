@@ -24,9 +24,18 @@ def promote(
             f"not promoted: evaluated with a test engine ({candidate.engine_factory}); gates "
             f"{'passed' if report.passed else 'failed'} on its outputs, which say nothing about the model"
         )
-    if not report.passed:
+    if report.failed:
         names = ", ".join(r.name for r in report.failed)
         return "rejected", f"not promoted: gate(s) failed: {names}"
+    if not report.passed:
+        undecided = report.inconclusive
+        needed = [r.items_needed for r in undecided if r.items_needed]
+        more = f"; about {max(needed)} items would decide them" if needed else ""
+        names = ", ".join(r.name for r in undecided)
+        return "inconclusive", (
+            f"not promoted: gate(s) inconclusive: {names} (no gate failed, but the evalset is too small "
+            f"to show the candidate is within the margin{more})"
+        )
     checkpoint("promote.gates_passed")
     try:
         moved, notes = promote_version(

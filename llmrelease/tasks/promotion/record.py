@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -21,7 +23,15 @@ from llmrelease.tasks.guard.step import guard_summary
 from llmrelease.tasks.promotion.candidate import Candidate
 from llmrelease.tasks.shadow.replay import shadow_summary
 
-__all__ = ["log_evaluation", "record_verdict", "version_verdict", "score_part_tags", "recorded_score_parts"]
+__all__ = [
+    "log_evaluation",
+    "record_verdict",
+    "version_verdict",
+    "gate_metrics",
+    "gate_tags",
+    "score_part_tags",
+    "recorded_score_parts",
+]
 
 
 def log_evaluation(
@@ -41,6 +51,8 @@ def log_evaluation(
     metrics.update(evaluation.engine_info)
     metrics["gates.passed"] = float(report.passed)
     metrics["gates.failed_count"] = float(len(report.failed))
+    metrics["gates.inconclusive_count"] = float(len(report.inconclusive))
+    metrics.update(gate_metrics(report))
     params = {
         "app": spec.name,
         "model_version": candidate.version.version,
@@ -63,7 +75,7 @@ def log_evaluation(
         tags[TAG + "registration_notes"] = "\n".join(candidate.notes)[:4900]
     tags[TAG + "engine_factory"] = candidate.engine_factory
     tags["mlflow.note.content"] = (
-        f"Gate verdict: {'PASSED' if report.passed else 'FAILED'}. Champion scores: {champion_source}."
+        f"Gate verdict: {report.decision.upper()}. Champion scores: {champion_source}."
     )
     artifacts = {
         "manifest.json": manifest,
@@ -105,17 +117,25 @@ def log_evaluation(
             datasets=datasets,
             final_tags={TAG + "verdict": verdict},  # last: a run with a verdict has all its artifacts
         )
-    record_verdict(registry, candidate, run_id, verdict)
+    record_verdict(registry, candidate, run_id, verdict, gate_tags(report))
     return run_id
 
 
-def record_verdict(registry: MlflowRegistry, candidate: Candidate, run_id: str, verdict: str) -> None:
+def record_verdict(
+    registry: MlflowRegistry,
+    candidate: Candidate,
+    run_id: str,
+    verdict: str,
+    extra_tags: dict[str, str] | None = None,
+) -> None:
     """Tag the version with its verdict and release run, and move ``challenger`` to it: challenger is
     always the version evaluated last, with its verdict (a test engine's moves no alias). Under the
     app's lock, so it never lands between a promotion's compare and its moves."""
     with app_lock(registry.tracking_uri, candidate.app):
         registry.set_version_tags(
-            candidate.app, candidate.version.version, {TAG + "eval_run_id": run_id, TAG + "verdict": verdict}
+            candidate.app,
+            candidate.version.version,
+            {**(extra_tags or {}), TAG + "eval_run_id": run_id, TAG + "verdict": verdict},
         )
         champion = registry.alias(candidate.app, CHAMPION)  # now, not when the release started
         if not candidate.test_engine and (champion is None or champion.version != candidate.version.version):
@@ -127,7 +147,59 @@ def version_verdict(candidate: Candidate, report: GateReport) -> str:
     """What the version's verdict tag says: a test engine's gates say nothing about the model."""
     if candidate.test_engine:
         return TEST_ENGINE_VERDICT
-    return "passed" if report.passed else "failed"
+    return {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}[report.decision]
+
+
+_GATE_FIELDS = (
+    "value",
+    "delta",
+    "bound",
+    "bound_adjusted",
+    "p_value",
+    "p_adjusted",
+    "mde",
+    "effective_n",
+    "design_effect",
+    "items_needed",
+)
+_VERDICT_CODE = {"pass": 1.0, "fail": 0.0, "inconclusive": 0.5}
+
+
+def _metric_key(name: str) -> str:
+    """A gate name as an MLflow metric/tag key segment (letters, digits, ``_-. /`` only)."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+
+
+def gate_metrics(report: GateReport) -> dict[str, float]:
+    """``gate.<name>.<field>`` for every number a gate row shows, and ``gate.<name>.verdict`` (1 pass,
+    0.5 inconclusive, 0 fail): charts in the MLflow UI compare them across releases."""
+    out: dict[str, float] = {}
+    for r in report.results:
+        key = "gate." + _metric_key(r.name)
+        if r.verdict in _VERDICT_CODE:
+            out[key + ".verdict"] = _VERDICT_CODE[r.verdict]
+        for name in _GATE_FIELDS:
+            v = getattr(r, name)
+            if v is not None and math.isfinite(float(v)):
+                out[f"{key}.{name}"] = float(v)
+    return out
+
+
+def gate_tags(report: GateReport) -> dict[str, str]:
+    """Model-version tags a reviewer reads in the registry: the decision, the undecided gates and
+    what would decide them, and one line per comparison gate (delta, bound, p, MDE)."""
+    tags = {TAG + "gates.decision": report.decision}
+    if report.inconclusive:
+        tags[TAG + "gates.inconclusive"] = ", ".join(
+            r.name + (f" (~{r.items_needed} items)" if r.items_needed else "") for r in report.inconclusive
+        )[:4900]
+    for r in report.results:
+        if r.kind == "non_inferiority" and r.delta is not None:
+            tags[TAG + "gate." + _metric_key(r.name)] = (
+                f"{r.verdict}: delta {r.delta:+.4f}, bound {r.bound_adjusted:+.4f}, p {r.p_adjusted:.3g}, "
+                f"n {r.n}, MDE {'n/a' if r.mde is None or not math.isfinite(r.mde) else f'{r.mde:.4f}'}"
+            )
+    return tags
 
 
 _SCORE_KEY = TAG + "score_parts."
