@@ -368,6 +368,13 @@ class GateStatistics(_Spec):
     """Bootstrap resamples per comparison."""
     seed: int = 0
     """Seed of the resampling, so a verdict is reproducible."""
+    sequential: bool = False
+    """Decide comparison gates while the evalset streams: after every chunk, each comparison gate
+    on a scorer or structured-output metric updates an always-valid confidence sequence, and the
+    rest of the evalset is skipped once all of its gates are decided. Error rates hold despite the
+    repeated looks; the price is a wider bound when the evalset runs to the end undecided. Needs
+    the champion's per-item scores before generation starts, and rows in random order (a sorted
+    evalset would stop on a biased prefix)."""
 
     @property
     def alpha(self) -> float:

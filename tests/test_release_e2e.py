@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from bench._project import drop_guard, drop_shadow
 from llmrelease.cli import app
 from llmrelease.mlflow_registry import MlflowRegistry
-from tests.conftest import copy_project
+from tests.conftest import copy_project, read_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -319,6 +320,30 @@ def test_champion_is_re_evaluated_when_evalsets_changed(history, shared: Path, a
     assert "re-evaluating champion" in stderr
     g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
     assert g["n"] == 40
+
+
+def test_sequential_gates_stop_a_clear_regression_early(
+    history, shared: Path, after_history: Path, monkeypatch
+) -> None:
+    """statistics.sequential on the real model: the definitions prompt against champion v2, tickets
+    in seeded random order, 8 at a time; the always-valid bound shows the regression before the
+    evalset ends, and the rest is never generated."""
+    project = after_history
+    drop_shadow(project)  # only the accuracy comparison is left, and it is scored on the stream
+    drop_guard(project)
+    gates = project / "registry" / APP / "gates.yaml"
+    policy = read_yaml(gates)
+    policy["statistics"]["sequential"] = True
+    gates.write_text(yaml.safe_dump(policy, sort_keys=False))
+    monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", "8")
+    code, out = release(project, "--prompt", str(project / REGRESSED))
+    m = out["metrics"]
+    assert (code, out["status"]) == (1, "rejected"), out["notes"]
+    assert m["sequential.items_total"] == 72 and m["sequential.items_used"] < 72
+    assert m["sequential.time_saved_s"] > 0
+    g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
+    assert g["verdict"] == "fail" and g["ci_high"] < -0.05 and "confidence sequence" in g["method"]
+    assert g["n"] == m["sequential.items_used"]
 
 
 def test_champion_is_re_evaluated_when_the_guard_changed(history, shared: Path, after_history: Path) -> None:

@@ -71,8 +71,13 @@ def release(
 
     # 3. Evaluate the candidate in one batch, check its prompts and responses with the guard, and
     #    get the champion's scores on the same items.
-    evaluation = guard_task(spec, evalsets, quote(evaluate_task(spec, evalsets)))
-    champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
+    if spec.gates.stats.sequential:  # the gates are watched on the stream: the champion's scores first
+        champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
+        evaluation = evaluate_task(spec, evalsets, quote(champion_items))
+    else:
+        evaluation = evaluate_task(spec, evalsets)
+        champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
+    evaluation = guard_task(spec, evalsets, quote(evaluation))
     # ...and replay recorded production traffic through both, the way a shadow deployment would.
     evaluation = shadow_task(registry, spec, candidate, quote(evaluation), traffic)
 

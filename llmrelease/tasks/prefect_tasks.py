@@ -121,8 +121,15 @@ def register_candidate_task(
 
 
 @task(name="generate-and-score", cache_policy=NO_CACHE)
-def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
+def evaluate_task(
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    champion_items: Mapping[str, Mapping[str, float]] | None = None,
+) -> Evaluation:
+    """Generate and score every evalset; with ``statistics.sequential`` and the champion's scores,
+    watch the comparison gates on the stream and stop an evalset once they are decided."""
     total = sum(e.size for e in evalsets)
+    monitor = steps.sequential_monitor(spec, evalsets, champion_items)
     with progress_bar(f"generating {spec.name}", total, preparing="loading model and vLLM engine") as advance:
         result = evaluate(
             spec.model,
@@ -131,6 +138,16 @@ def evaluate_task(spec: AppSpec, evalsets: list[Evalset]) -> Evaluation:
             project_root=spec.root,
             model_spec_path=spec.model_path,
             progress=advance,
+            monitor=monitor,
+            shuffle_seed=spec.gates.stats.seed,
+        )
+    if monitor is not None and monitor.watched:
+        used, of = result.metrics["sequential.items_used"], result.metrics["sequential.items_total"]
+        get_run_logger().info(
+            "sequential gates: generated %d of %d watched items (%.0fs of generation saved)",
+            used,
+            of,
+            result.metrics["sequential.time_saved_s"],
         )
     get_run_logger().info(
         "generated %d items in %.1fs: %.0f output tokens/s (engine %s)",

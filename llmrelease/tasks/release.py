@@ -17,6 +17,7 @@ from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import scores_from_json
 from llmrelease.tasks.evaluation.step import EngineFactory, Evaluation, evaluate
 from llmrelease.tasks.gates.decisions import GateReport, evaluate_gates
+from llmrelease.tasks.gates.sequential import SequentialMonitor
 from llmrelease.tasks.guard.step import run_guard, with_guard
 from llmrelease.tasks.promotion.candidate import Candidate
 from llmrelease.tasks.promotion.record import recorded_score_parts
@@ -162,6 +163,17 @@ def champion_item_scores(
     )
 
 
+def sequential_monitor(
+    spec: AppSpec, evalsets: Sequence[Evalset], champion_items: Mapping[str, Mapping[str, float]] | None
+) -> SequentialMonitor | None:
+    """The monitor of ``statistics.sequential``, or None (off, or no champion to compare with)."""
+    if not spec.gates.stats.sequential or champion_items is None:
+        return None
+    clustered = frozenset(ev.name for ev in evalsets if ev.ref.card.cluster)
+    horizons = {ev.name: ev.size for ev in evalsets}
+    return SequentialMonitor.for_policy(spec.gates, spec.catalogue, champion_items, horizons, clustered)
+
+
 def gate(
     spec: AppSpec,
     evaluation: Evaluation,
@@ -171,7 +183,7 @@ def gate(
     evalsets: Sequence[Evalset] = (),
 ) -> GateReport:
     """The policy's verdict; rows of an evalset whose card names a ``cluster`` key are resampled
-    by cluster."""
+    by cluster; gates watched on the stream are judged by their confidence sequences."""
     clusters = {ev.name: labels for ev in evalsets if (labels := ev.clusters()) is not None}
     return evaluate_gates(
         spec.gates,
@@ -181,4 +193,5 @@ def gate(
         catalogue=spec.catalogue,
         champion_version=candidate.champion.version if candidate.champion else None,
         clusters=clusters,
+        sequential=evaluation.sequential,
     )

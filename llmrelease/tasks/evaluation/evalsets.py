@@ -92,6 +92,18 @@ class Evalset:
                 file=self.ref.path,
             )
 
+    def shuffled_batches(self, seed: int, size: int | None = None) -> Iterator[list[EvalsetRow]]:
+        """Every row in a seeded random order, ``size`` at a time: what sequential gates stream, so
+        that stopping early judges a random sample, not the head of a file sorted by topic or
+        difficulty. Holds the rows in memory (one evalset at a time)."""
+        import random
+
+        rows = self.rows()
+        random.Random(f"{seed}:{self.digest}").shuffle(rows)
+        size = size or chunk_rows()
+        for start in range(0, len(rows), size):
+            yield rows[start : start + size]
+
     def clusters(self) -> dict[str, str] | None:
         """Item id -> cluster label when the card names a ``cluster`` key, else None (items are
         independent). Read in one streaming pass; labels are short, so this stays small."""

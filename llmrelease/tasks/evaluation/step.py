@@ -26,8 +26,10 @@ from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import ItemIds, ItemSpool, ScoreBuilder, Scores
 from llmrelease.tasks.evaluation.scoring import score_chunk
 from llmrelease.tasks.evaluation.serving import ServingStats, serving_metrics
+from llmrelease.tasks.gates.sequential import SequentialMonitor
 
 __all__ = ["Evaluation", "evaluate", "load_engine", "default_engine_factory", "EngineFactory"]
+
 
 @dataclass
 class Evaluation:
@@ -44,6 +46,8 @@ class Evaluation:
     """The guard step's outcome (tasks.guard.step.GuardOutcome) once it has run."""
     shadow: Any = None
     """The shadow comparison (tasks.shadow.replay.ShadowResult) when the app has one and a champion."""
+    sequential: SequentialMonitor | None = None
+    """The gates watched on the stream (``statistics.sequential``), with their confidence sequences."""
 
 
 def load_engine(
@@ -78,16 +82,27 @@ def evaluate(
     model_spec_path: Path | None = None,
     engine_factory: EngineFactory | None = None,
     progress: Progress | None = None,
+    monitor: SequentialMonitor | None = None,
+    shuffle_seed: int = 0,
 ) -> Evaluation:
+    """Generate and score every row of ``evalsets`` in chunks. With a ``monitor`` (sequential
+    gates), a watched evalset streams in a seeded random order and its remaining rows are skipped
+    once the monitor has decided all of its gates."""
     engine, info = (engine_factory or default_engine_factory())(model, project_root, model_spec_path)
     if progress is not None:
         progress(0)  # the engine is ready: generation starts now
     # The rows of each chunk wait here while the engine generates for it (at most two chunks).
     waiting: deque[tuple[Evalset, list[EvalsetRow]]] = deque()
+    stopped: set[str] = set()
 
     def conversations() -> Iterator[list[Messages]]:
         for ev in evalsets:
-            for rows in ev.batches():
+            watched = monitor is not None and monitor.watches(ev.name)
+            for rows in ev.shuffled_batches(shuffle_seed) if watched else ev.batches():
+                if ev.name in stopped:
+                    if progress is not None:
+                        progress(len(rows))  # skipped: the bar still reaches its total
+                    continue
                 waiting.append((ev, rows))
                 yield [prompt.render(row.vars) for row in rows]
 
@@ -110,8 +125,11 @@ def evaluate(
             [r.reference for r in rows],
             response_schema=model.response_schema,
         )
-        builders[ev.name].add([r.id for r in rows], {f"{ev.name}.{k}": v for k, v in chunk_scores.items()})
+        named = {f"{ev.name}.{k}": v for k, v in chunk_scores.items()}
+        builders[ev.name].add([r.id for r in rows], named)
         spool.append(_records(ev.name, rows, gens, chunk_scores))
+        if monitor is not None and monitor.update(ev.name, [r.id for r in rows], named):
+            stopped.add(ev.name)
     serving.wall_s = last - t0  # until the last output, not counting the last chunk's scoring
     scores = Scores()
     item_ids = {}
@@ -119,7 +137,31 @@ def evaluate(
         scores.merge(builder.build())
         item_ids[name] = builder.item_ids
     metrics = {**scores.aggregates, **serving_metrics(serving, model.pricing)}
-    return Evaluation(serving, scores, metrics, spool, item_ids, info)
+    if monitor is not None:
+        metrics.update(_sequential_metrics(monitor, evalsets, serving))
+    return Evaluation(serving, scores, metrics, spool, item_ids, info, sequential=monitor)
+
+
+def _sequential_metrics(
+    monitor: SequentialMonitor, evalsets: list[Evalset], serving: ServingStats
+) -> dict[str, float]:
+    """Items generated out of the total, per watched evalset and overall, and the generation time
+    the skipped rows would have taken at this run's own pace."""
+    out: dict[str, float] = {}
+    used_total = skipped_total = 0
+    for ev in evalsets:
+        if not monitor.watches(ev.name):
+            continue
+        used = monitor.used.get(ev.name, 0)
+        out[f"sequential.{ev.name}.items_used"] = float(used)
+        out[f"sequential.{ev.name}.items_total"] = float(ev.size)
+        used_total += used
+        skipped_total += ev.size - used
+    generated = sum(monitor.used.values()) or 1
+    out["sequential.items_used"] = float(used_total)
+    out["sequential.items_total"] = float(used_total + skipped_total)
+    out["sequential.time_saved_s"] = serving.wall_s / generated * skipped_total
+    return out
 
 
 def _records(

@@ -30,6 +30,7 @@ from llmrelease.catalogue import MetricCatalogue, MetricDef
 from llmrelease.specs import Gate, GatePolicy, GateStatistics
 from llmrelease.tasks.evaluation.items import paired
 from llmrelease.tasks.gates import statistics as st
+from llmrelease.tasks.gates.sequential import SequentialMonitor, WatchedGate
 
 __all__ = ["GateResult", "GateReport", "Verdict", "evaluate_gates"]
 
@@ -399,14 +400,25 @@ def evaluate_gates(
     catalogue: MetricCatalogue,
     champion_version: str | None = None,
     clusters: Mapping[str, Mapping[str, str]] | None = None,
+    sequential: SequentialMonitor | None = None,
 ) -> GateReport:
     """Every gate's value, rule, bounds and verdict. With no champion, comparison gates are skipped.
 
     ``clusters`` maps an evalset name to its item id -> cluster label (from the card's ``cluster``
-    key); items of other evalsets are independent. Which way is worse comes from the catalogue (what
-    the producer declared), never from the metric's name; a metric the catalogue does not know fails
-    its gate. Missing data fails closed."""
-    stats = policy.stats
+    key); items of other evalsets are independent. ``sequential`` is the monitor that watched
+    comparison gates while their evalset streamed (``statistics.sequential``): those gates are
+    judged by their confidence sequences, the others by Holm on the rest of the error budget. Which
+    way is worse comes from the catalogue (what the producer declared), never from the metric's
+    name; a metric the catalogue does not know fails its gate. Missing data fails closed."""
+    policy_stats = stats = policy.stats
+    watched = sequential.sequences() if sequential is not None and champion_items is not None else {}
+    if watched:
+        # The watched gates spent alpha / k each; the others share what is left (see .sequential).
+        stats = (
+            stats.model_copy(update={"confidence": 1 - sequential.alpha_rest})
+            if sequential.alpha_rest
+            else stats
+        )
     clusters = clusters or {}
     closed: dict[int, GateResult] = {}
     pending: list[_Pending] = []
@@ -429,6 +441,8 @@ def evaluate_gates(
                 verdict = _absolute(gate, metric, value, gate_items, labels, stats)
         elif champion_items is None:
             verdict = ("skipped", "no champion yet: first release", {})
+        elif gate.name in watched:
+            verdict = _watched(watched[gate.name], gate_items)
         else:
             got = _compare(gate, metric, gate_items, champion_items.get(gate.metric, {}), labels, stats)
             if isinstance(got[0], st.Comparison):
@@ -457,10 +471,49 @@ def evaluate_gates(
         results=[closed[i] for i in range(len(policy.gates))],
         champion_version=champion_version,
         statistics={
-            **stats.model_dump(),
-            "alpha": stats.alpha,
+            **policy_stats.model_dump(),
+            "alpha": policy_stats.alpha,
             "family_size": len(pending),
+            "family_alpha": stats.alpha if pending else None,
+            "watched_gates": sorted(watched),
             "clustered_evalsets": sorted(clusters),
         },
     )
     return report
+
+
+def _watched(w: WatchedGate, items: Mapping[str, float]) -> tuple[Verdict, str, dict[str, Any]]:
+    """A gate decided (or not) by its confidence sequence while its evalset streamed."""
+    cs = w.cs
+    cand, champ = paired(items, w.champion)
+    delta = float((cand - champ).mean()) if cand.size else None
+    higher = w.direction == "higher"
+    bound = cs.lower if higher else cs.upper
+    limit = -w.margin if higher else w.margin
+    level = 1 - cs.alpha
+    if w.decision == "undecided":
+        verdict: Verdict = "inconclusive"
+        reason = f"the confidence sequence had not cleared or crossed the margin after all {cs.n} items"
+    else:
+        verdict = w.decision  # type: ignore[assignment]
+        what = "cleared" if w.decision == "pass" else "crossed"
+        reason = f"the confidence sequence {what} the margin after {w.decided_at} items; generation stopped"
+    evidence = (
+        f"watched while generating ({w.looks} looks): delta {_fmt(delta)}, always-valid {level:.2%} "
+        f"{'lower' if higher else 'upper'} bound {_fmt(bound)} vs {limit:+.4f}: {reason}"
+    )
+    extra = {
+        "champion_value": float(champ.mean()) if champ.size else None,
+        "delta": delta,
+        "ci_low": cs.lower,
+        "ci_high": cs.upper,
+        "n": cs.n,
+        "bound": bound,
+        "bound_adjusted": bound,
+        "confidence": level,
+        "confidence_adjusted": level,
+        "clusters": cs.n,
+        "method": "always-valid confidence sequence (betting, Waudby-Smith & Ramdas 2023)",
+        "reason": reason,
+    }
+    return verdict, evidence, extra

@@ -196,10 +196,14 @@ def gate_tags(report: GateReport) -> dict[str, str]:
     for r in report.results:
         if r.kind == "non_inferiority" and r.delta is not None:
             tags[TAG + "gate." + _metric_key(r.name)] = (
-                f"{r.verdict}: delta {r.delta:+.4f}, bound {r.bound_adjusted:+.4f}, p {r.p_adjusted:.3g}, "
-                f"n {r.n}, MDE {'n/a' if r.mde is None or not math.isfinite(r.mde) else f'{r.mde:.4f}'}"
+                f"{r.verdict}: delta {r.delta:+.4f}, bound {_tag_num(r.bound_adjusted, '+.4f')}, "
+                f"p {_tag_num(r.p_adjusted, '.3g')}, n {r.n}, MDE {_tag_num(r.mde, '.4f')}"
             )
     return tags
+
+
+def _tag_num(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
 _SCORE_KEY = TAG + "score_parts."
