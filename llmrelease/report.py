@@ -90,10 +90,11 @@ def gate_table(report: dict[str, Any]) -> Table:
         verdict = Text(g["verdict"].upper(), style=_VERDICT_STYLE[g["verdict"]])
         if g["verdict"] == "inconclusive" and g.get("items_needed"):
             verdict += Text(f"\n~{g['items_needed']} items", style="yellow")
+        rule = g["threshold"]
+        if g.get("on", "value") != "value" and g.get("method"):
+            rule += f", {g['method'].split(' (')[0]}"  # which interval: Wilson, Clopper-Pearson, bootstrap
         table.add_row(
-            Text(g["name"])
-            + Text("\n" + g["metric"], style="dim")
-            + Text("\n" + g["threshold"], style="cyan"),
+            Text(g["name"]) + Text("\n" + g["metric"], style="dim") + Text("\n" + rule, style="cyan"),
             value,
             interval,
             bound,

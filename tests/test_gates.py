@@ -245,3 +245,26 @@ def test_the_exact_test_overrules_a_bootstrap_too_narrow_for_rare_disagreements(
     assert g.p_exact == pytest.approx(0.0799, abs=1e-3) and g.p_value == g.p_exact
     assert g.bound > -0.05 and g.verdict == "inconclusive"
     assert "exact test does not" in g.reason
+
+
+def test_the_gate_table_shows_bounds_holm_the_interval_method_and_what_would_decide() -> None:
+    from rich.console import Console
+
+    from llmrelease.report import gate_table
+
+    pol = policy(
+        {"name": "floor", "metric": "e.acc", "min": 0.2, "on": "lower_bound"},
+        {"name": "unsafe", "metric": "e.bad", "max_regression": 0.02},
+        {"name": "acc", "metric": "e.acc", "max_regression": 0.05},
+    )
+    acc = items([1, 0, 0, 0] * 18)
+    zeros = items([0] * 72)
+    report = evaluate_gates(
+        pol, {"e.acc": 0.25, "e.bad": 0.0}, {"e.acc": acc, "e.bad": zeros}, {"e.acc": acc, "e.bad": zeros}
+    )
+    console = Console(width=120, record=True)
+    console.print(gate_table(report.to_dict()))
+    text = console.export_text()
+    assert "INCONCLUSIVE" in text and "~149 items" in text and "(lower bound), Wilson" in text
+    assert "95% / Holm" in text and "Holm across 2 comparison gates" in text and "[90% CI]" in text
+    assert max(len(line) for line in text.splitlines()) <= 120
