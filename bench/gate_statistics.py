@@ -11,7 +11,9 @@ code of ``llmrelease.tasks.gates.statistics``, printing each corrected rate besi
 - power at a true effect of 0 with the demo's n (72 items, evalsets/support-triage/tickets.jsonl),
   and the MDE that implies;
 - sequential monitoring (confidence sequence, a look every chunk): false pass across all looks,
-  and items used when the true difference is one MDE (of the full evalset) above the margin.
+  and items used when the true difference is one MDE (of the full evalset) above the margin; beside
+  it, the reference any valid design is measured against: an idealised group-sequential test
+  (known variance, Lan-DeMets alpha spending over the same looks, no cap on what it may know).
 
 Differences are d in {-1, 0, 1} with P(d != 0) = ``--discordance`` (the share of items on which the
 two versions disagree); clusters share a drawn difference with probability sqrt(icc), which gives
@@ -61,6 +63,52 @@ def rate(xs) -> str:
 def plain_percentile_pass(c, margin) -> bool:
     """The naive bound: the 5% quantile of the same bootstrap draws, without the expansion."""
     return c._draws is not None and float(np.quantile(c._draws, 0.05)) > -margin
+
+
+def spending_boundaries(t: np.ndarray, alpha: float, kind: str) -> np.ndarray:
+    """One-sided efficacy boundaries (z scale) at information fractions ``t`` for a Lan-DeMets
+    alpha-spending function (Lan & DeMets 1983, Biometrika 70(3), 659-663): ``pocock``,
+    alpha ln(1 + (e - 1) t), or ``obf`` (O'Brien-Fleming type), 2 - 2 Phi(z_{1-alpha/2} / sqrt t).
+    Exact recursion on the B-value B(t) = Z sqrt(t) (independent normal increments) on a grid."""
+    from scipy.stats import norm
+
+    if kind == "pocock":
+        spent = alpha * np.log(1 + (math.e - 1) * t)
+    else:
+        spent = 2 - 2 * norm.cdf(norm.ppf(1 - alpha / 2) / np.sqrt(t))
+    step = np.diff(np.concatenate(([0.0], spent)))
+    grid = np.linspace(-12, 12, 3001)
+    dx = grid[1] - grid[0]
+    out = np.empty(t.size)
+    dens, before = None, 0.0
+    for k in range(t.size):
+        sd = math.sqrt(t[k] - before)
+        if dens is None:
+            dens = norm.pdf(grid, scale=sd)
+        else:
+            dens = norm.pdf(grid[:, None] - grid[None, :], scale=sd) @ (dens * dx)
+        tail = np.cumsum((dens * dx)[::-1])[::-1]  # mass at or above each grid point
+        c = grid[min(int(np.searchsorted(-tail, -step[k])), grid.size - 1)]
+        out[k] = c / math.sqrt(t[k])
+        dens, before = np.where(grid < c, dens, 0.0), t[k]
+    return out
+
+
+def ideal_group_sequential(rng, horizon: int, chunk: int, drift: float, kind: str, runs: int) -> tuple:
+    """(pass rate, median and mean share of items used) of a one-sided group-sequential test that
+    knows the variance: z = drift at the horizon is the fixed test's design point."""
+    looks = np.arange(chunk, horizon + 1, chunk)
+    t = looks / horizon
+    b = spending_boundaries(t, 0.05, kind)
+    used, passed = [], []
+    for _ in range(runs):
+        z = np.cumsum(rng.normal(drift * chunk / horizon, math.sqrt(chunk / horizon), looks.size)) / np.sqrt(
+            t
+        )
+        hit = np.flatnonzero(z >= b)
+        used.append(looks[hit[0]] if hit.size else horizon)
+        passed.append(bool(hit.size))
+    return np.mean(passed), np.median(used) / horizon, np.mean(used) / horizon
 
 
 def main() -> None:
@@ -151,6 +199,16 @@ def main() -> None:
             f"({np.median(used) / horizon:.0%} of {horizon}), mean {np.mean(used):.0f} "
             f"[{time.perf_counter() - t0:.0f} s]"
         )
+    from scipy.stats import norm
+
+    design = float(norm.ppf(0.95) + norm.ppf(0.8))
+    for kind in ("pocock", "obf"):
+        for label, drift in (("at the margin (H0)", 0.0), ("one MDE above the margin", design)):
+            passed, median, mean = ideal_group_sequential(rng, horizon, chunk, drift, kind, 4 * args.streams)
+            print(
+                f"reference: ideal group-sequential ({kind} spending, known variance), {label}: "
+                f"pass {passed:.1%}; items used median {median:.0%}, mean {mean:.0%}"
+            )
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 

@@ -318,9 +318,10 @@ def plan(
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """How many evalset items each comparison gate needs to decide at its margin, from the
-    champion's recorded per-item scores (their spread and clusters), with the generation cost and
-    time that many items would take at the champion's recorded tokens, pricing and speed.
+    """How many evalset items each comparison gate needs to decide at its margin (and each gate on
+    a bound, at the champion's distance from its threshold), from the champion's recorded per-item
+    scores (their spread and clusters), with the generation cost and time that many items would
+    take at the champion's recorded tokens, pricing and speed.
 
     Exit 0: every gate's evalset is large enough. 1: at least one is not (INCONCLUSIVE is likely).
     2: invalid input, or no champion to read from yet.

@@ -128,7 +128,7 @@ def plan_table(plan: dict[str, Any]) -> Table:
     cur = plan.get("currency") or ""
     stats = plan.get("statistics", {})
     table = Table(
-        title=f"{plan['app']}: evalset size per comparison gate (champion v{plan['champion_version']})",
+        title=f"{plan['app']}: evalset size per gate (champion v{plan['champion_version']})",
         header_style="bold",
         caption=(
             f"one-sided {stats.get('confidence', 0.95):.0%}, planned at Holm's first step for the family; "
@@ -138,7 +138,7 @@ def plan_table(plan: dict[str, Any]) -> Table:
     )
     for col in (
         "gate\nmetric",
-        "margin",
+        "margin\n/ gap",
         "items now\n(clusters)",
         "MDE now",
         "items\nneeded",
@@ -155,13 +155,14 @@ def plan_table(plan: dict[str, Any]) -> Table:
         verdict = Text("enough", style="green") if g["enough"] else Text("too small", style="bold yellow")
         table.add_row(
             Text(g["gate"]) + Text("\n" + g["metric"], style="dim"),
-            f"{g['margin']:g}",
+            f"{g['margin']:.3g}",
             f"{g['n_now']}{clusters}",
             _num(g["mde_now"]),
             "-" if needed is None else f"{needed:,}",
             cost,
             time,
-            verdict + Text("\n" + g["sd_source"].split(":")[0], style="dim"),
+            verdict
+            + Text("\n" + g["sd_source"].split(":")[0].replace("bound gate", "on a bound"), style="dim"),
         )
     return table
 

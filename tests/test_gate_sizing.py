@@ -86,3 +86,16 @@ def test_a_margin_override_and_bad_arguments() -> None:
         size_gates(policy(ACC), CATALOGUE, scores, margin=0)
     with pytest.raises(ValueError, match="power"):
         size_gates(policy(ACC), CATALOGUE, scores, power=1.0)
+
+
+def test_a_gate_on_a_bound_is_sized_for_the_champions_distance_from_its_threshold() -> None:
+    champ = [1.0] * 30 + [0.0] * 70  # 0.30
+    floor = {"name": "floor", "metric": "e.acc", "min": 0.2, "on": "lower_bound"}
+    [plan] = size_gates(policy(floor, ACC), CATALOGUE, {"e.acc": items(champ)})[1:]
+    assert plan.gate == "floor" and plan.margin == pytest.approx(0.1) and plan.confidence == 0.95
+    sd = np.std(champ, ddof=1)
+    assert plan.items_needed == pytest.approx(((1.645 + 0.842) * sd / 0.1) ** 2, rel=0.05)
+    below = size_gates(policy({**floor, "min": 0.4}), CATALOGUE, {"e.acc": items(champ)})[0]
+    assert below.items_needed is None and not below.enough  # the champion itself would not clear it
+    on_value = size_gates(policy({"name": "f", "metric": "e.acc", "min": 0.2}), CATALOGUE, {})
+    assert on_value == []

@@ -38,7 +38,8 @@ def test_plan_sizes_every_comparison_gate_from_the_champions_scores(tmp_path: Pa
     make_champion(project, json.loads(first.stdout))
 
     code, out = plan(project)
-    [gate] = out["gates"]  # the guard's comparison gate went with the guard
+    # The guard's comparison gate went with the guard; the accuracy floor is on its lower bound.
+    gate, floor = out["gates"]
     assert gate["gate"] == "category-accuracy-vs-champion" and gate["n_now"] == 72
     # The zero-cost engine answers "billing" everywhere: right on 18 of 72, so the scores vary and no
     # earlier comparison was observed: the conservative no-correlation spread.
@@ -49,8 +50,13 @@ def test_plan_sizes_every_comparison_gate_from_the_champions_scores(tmp_path: Pa
         out["cost_per_item"] * gate["items_needed"]
     )
 
-    code, wide = plan(project, "--margin", "0.5", "--power", "0.9")
-    assert code == 0 and wide["gates"][0]["enough"] and wide["gates"][0]["power"] == 0.9
+    # The floor (0.2) is 0.05 below the champion's 0.25: 72 items cannot show that either.
+    assert floor["gate"] == "category-accuracy-floor" and floor["margin"] == pytest.approx(0.05)
+    assert floor["sd_source"].startswith("bound gate") and not floor["enough"] and floor["items_needed"] > 72
+
+    code, wide = plan(project, "--margin", "0.5", "--power", "0.9")  # --margin is for comparisons
+    assert wide["gates"][0]["enough"] and wide["gates"][0]["power"] == 0.9
+    assert not wide["gates"][1]["enough"] and code == 1
 
     shown = runner.invoke(app, ["plan", APP, "-p", str(project)])
     assert "too small" in shown.stdout and "category-accuracy-vs-champion" in shown.stdout

@@ -29,9 +29,10 @@ def plan_sizes(
 ) -> dict[str, Any]:
     """The plan as a JSON-able dict: the champion it was read from, what a generated item costs,
     and one row per comparison gate (see :class:`~llmrelease.tasks.gates.sizing.GateSize`)."""
-    if not any(g.kind == "non_inferiority" for g in spec.gates.gates):
+    if not any(g.kind == "non_inferiority" or g.on != "value" for g in spec.gates.gates):
         raise InputError(
-            f"{spec.name}'s gates.yaml has no comparison gate (max_regression): nothing to size",
+            f"{spec.name}'s gates.yaml has no comparison gate (max_regression) and no gate on a bound "
+            "(on: lower_bound/upper_bound): nothing to size",
             file=spec.root / "registry" / spec.name / "gates.yaml",
         )
     champion = registry.alias(spec.name, CHAMPION)

@@ -1,4 +1,7 @@
-"""How many evalset items each comparison gate needs: the planner behind ``llmrelease plan``.
+"""How many evalset items each gate needs: the planner behind ``llmrelease plan``.
+
+Comparison gates are sized for their margin; absolute gates on a bound (``on: lower_bound``) for
+the champion's distance from their threshold. Gates on the point estimate have nothing to size.
 
 Pure: numpy and :mod:`.statistics` only. Inputs are the champion's per-item scores (their variance
 and, when the card names a cluster key, how they cluster) and, where the champion's own release
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmrelease.catalogue import MetricCatalogue
-from llmrelease.specs import GatePolicy
+from llmrelease.specs import Gate, GatePolicy
 from llmrelease.tasks.gates import statistics as st
 
 __all__ = ["GateSize", "size_gates"]
@@ -155,4 +158,62 @@ def size_gates(
                 ),
             )
         )
+    for gate in policy.gates:
+        metric = catalogue.get(gate.metric)
+        if gate.kind != "absolute" or gate.on == "value" or metric is None or not metric.per_item:
+            continue
+        out.append(
+            _size_bound_gate(
+                gate, champion_items, clusters, stats.confidence, pw, cost_per_item, seconds_per_item
+            )
+        )
     return out
+
+
+def _size_bound_gate(
+    gate: Gate,
+    champion_items: Mapping[str, Mapping[str, float]],
+    clusters: Mapping[str, Mapping[str, str]],
+    level: float,
+    pw: float,
+    cost_per_item: float | None,
+    seconds_per_item: float | None,
+) -> GateSize:
+    """An absolute gate on a bound (``on: lower_bound``): items for the bound to clear the threshold
+    with ``power`` if the candidate scores as the champion does. Its "margin" is the champion's
+    distance from the threshold on the right side (0 or less: the champion itself would not clear)."""
+    scores = champion_items.get(gate.metric) or {}
+    ids = sorted(scores)
+    values = np.array([scores[i] for i in ids], dtype=float)
+    n = values.size
+    evalset_labels = clusters.get(gate.metric.split(".", 1)[0])
+    labels = [evalset_labels.get(i, i) for i in ids] if evalset_labels else None
+    deff, units = _design_effect(values, labels)
+    threshold = float(gate.min if gate.min is not None else gate.max)  # type: ignore[arg-type]
+    mean = float(values.mean()) if n else math.nan
+    gap = mean - threshold if gate.min is not None else threshold - mean
+    sd = float(values.std(ddof=1)) if n > 1 else 0.0
+    z = st._multiplier(level, pw, max(units - 1, 1)) if units > 1 else math.inf
+    mde = z * sd * math.sqrt(deff / n) if n > 1 and sd > 0 else None
+    needed = None
+    if gap > 0 and sd > 0:
+        needed = max(2, math.ceil(deff * (z * sd / gap) ** 2))
+    return GateSize(
+        gate=gate.name,
+        metric=gate.metric,
+        margin=gap,
+        n_now=n,
+        clusters_now=units,
+        sd=sd,
+        sd_source=f"bound gate: the champion's value {mean:.3f} vs {threshold:g}",
+        design_effect=deff,
+        confidence=level,
+        power=pw,
+        mde_now=mde,
+        items_needed=needed,
+        enough=mde is not None and gap > 0 and mde <= gap,
+        cost_per_item=cost_per_item,
+        cost_needed=None if cost_per_item is None or needed is None else cost_per_item * needed,
+        seconds_per_item=seconds_per_item,
+        seconds_needed=None if seconds_per_item is None or needed is None else seconds_per_item * needed,
+    )
