@@ -10,7 +10,8 @@ code of ``llmrelease.tasks.gates.statistics``, printing each corrected rate besi
   the whole candidate promoted (every gate passing);
 - power at a true effect of 0 with the demo's n (72 items, evalsets/support-triage/tickets.jsonl),
   and the MDE that implies;
-- sequential monitoring (confidence sequence, a look every chunk): false pass across all looks,
+- sequential monitoring (a look every chunk: the confidence sequence, and group-sequential
+  boundaries with Pocock and O'Brien-Fleming alpha spending): false pass across all looks,
   and items used when the true difference is one MDE (of the full evalset) above the margin; beside
   it, the reference any valid design is measured against: an idealised group-sequential test
   (known variance, Lan-DeMets alpha spending over the same looks, no cap on what it may know).
@@ -32,6 +33,7 @@ import numpy as np
 
 from llmrelease.tasks.gates.statistics import (
     ConfidenceSequence,
+    GroupSequentialTest,
     holm_adjust,
     paired_comparison,
     sequential_decision,
@@ -181,24 +183,32 @@ def main() -> None:
 
     mde = _multiplier(0.95, 0.8, horizon - 1) * sd / math.sqrt(horizon)
     chunk = 25
+    methods = {
+        "confidence sequence": lambda: ConfidenceSequence(alpha=0.05, horizon=horizon),
+        "Pocock spending": lambda: GroupSequentialTest(alpha=0.05, horizon=horizon, spending="pocock"),
+        "O'Brien-Fleming": lambda: GroupSequentialTest(
+            alpha=0.05, horizon=horizon, spending="obrien_fleming"
+        ),
+    }
     for label, truth in (("at the margin (H0)", -m), (f"one MDE ({mde:.3f}) above the margin", -m + mde)):
-        used, passed, fixed_pass, t0 = [], [], [], time.perf_counter()
-        for _ in range(args.streams):
-            stream = draw(rng, horizon, truth, discordance=disc)
-            cs = ConfidenceSequence(alpha=0.05, horizon=horizon)
-            decision = "undecided"
-            while cs.n < horizon and decision == "undecided":
-                cs.update(stream[cs.n : cs.n + chunk])
-                decision = sequential_decision(cs, m)
-            used.append(cs.n)
-            passed.append(decision == "pass")
-            fixed_pass.append(paired_comparison(stream, margin=m, resamples=1000).verdict == "pass")
-        print(
-            f"sequential, {label}, horizon {horizon}, looks every {chunk}: pass {np.mean(passed):.1%} "
-            f"(fixed horizon {np.mean(fixed_pass):.1%}); items used median {int(np.median(used))} "
-            f"({np.median(used) / horizon:.0%} of {horizon}), mean {np.mean(used):.0f} "
-            f"[{time.perf_counter() - t0:.0f} s]"
-        )
+        streams = [draw(rng, horizon, truth, discordance=disc) for _ in range(args.streams)]
+        fixed = np.mean([paired_comparison(x, margin=m, resamples=1000).verdict == "pass" for x in streams])
+        for name, make in methods.items():
+            used, passed, t0 = [], [], time.perf_counter()
+            for stream in streams:
+                looks = make()
+                decision = "undecided"
+                while looks.n < horizon and decision == "undecided":
+                    looks.update(stream[looks.n : looks.n + chunk])
+                    decision = sequential_decision(looks, m)
+                used.append(looks.n)
+                passed.append(decision == "pass")
+            print(
+                f"sequential ({name}), {label}, horizon {horizon}, looks every {chunk}: pass "
+                f"{np.mean(passed):.1%} (fixed horizon {fixed:.1%}); items used median "
+                f"{int(np.median(used))} ({np.median(used) / horizon:.0%} of {horizon}), mean "
+                f"{np.mean(used):.0f} [{time.perf_counter() - t0:.0f} s]"
+            )
     from scipy.stats import norm
 
     design = float(norm.ppf(0.95) + norm.ppf(0.8))

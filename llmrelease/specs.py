@@ -370,11 +370,16 @@ class GateStatistics(_Spec):
     """Seed of the resampling, so a verdict is reproducible."""
     sequential: bool = False
     """Decide comparison gates while the evalset streams: after every chunk, each comparison gate
-    on a scorer or structured-output metric updates an always-valid confidence sequence, and the
-    rest of the evalset is skipped once all of its gates are decided. Error rates hold despite the
+    on a scorer or structured-output metric takes a look (``sequential_method``), and the rest of
+    the evalset is skipped once all of its gates are decided. Error rates hold despite the
     repeated looks; the price is a wider bound when the evalset runs to the end undecided. Needs
     the champion's per-item scores before generation starts, and rows in random order (a sorted
     evalset would stop on a biased prefix)."""
+    sequential_method: Literal["pocock", "obrien_fleming", "confidence_sequence"] = "pocock"
+    """How the looks are judged. ``pocock``: group-sequential boundaries with Pocock-type alpha
+    spending over the evalset's size (stops earliest: at the fixed test's 80%-power alternative a
+    median 70% of the items). ``obrien_fleming``: spends late (median 72%, keeps more power).
+    ``confidence_sequence``: an always-valid betting sequence (valid at any look, widest: 85%)."""
 
     @property
     def alpha(self) -> float:

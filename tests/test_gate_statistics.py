@@ -391,3 +391,33 @@ def test_small_edges_of_the_helpers():
     assert (
         cs.n == 0 and (cs.lower, cs.upper) == (-1.0, 1.0) and sequential_decision(cs, MARGIN) == "undecided"
     )
+
+
+def test_alpha_spending_boundaries_match_their_closed_forms() -> None:
+    from llmrelease.tasks.gates.statistics import spending_boundary
+
+    # One look at the horizon: the fixed one-sided test (within the recursion's grid step).
+    assert spending_boundary([1.0], 0.05)[0] == pytest.approx(1.645, abs=0.02)
+    # The first of two looks spends alpha ln(1 + (e - 1) / 2) = 0.0310 alone: z = 1.866.
+    first, second = spending_boundary([0.5, 1.0], 0.05, "pocock")
+    assert first == pytest.approx(1.866, abs=0.02) and 1.645 < second < first + 0.2
+    # O'Brien-Fleming spends almost nothing early.
+    assert spending_boundary([0.1, 1.0], 0.05, "obrien_fleming")[0] > 4
+
+
+def test_a_group_sequential_look_uses_a_t_boundary_and_a_floored_variance() -> None:
+    from llmrelease.tasks.gates.statistics import GroupSequentialTest
+
+    ties = GroupSequentialTest(horizon=72).update(np.zeros(8))
+    assert ties.se > 0 and sequential_decision(ties, 0.05) == "undecided"  # 8 ties prove nothing
+    assert ties.boundary > spending_boundary_z(8 / 72)
+    clear = GroupSequentialTest(horizon=72).update(np.full(40, -1.0))
+    assert sequential_decision(clear, 0.05) == "fail" and clear.upper < -0.05
+    with pytest.raises(ValueError, match="spending"):
+        GroupSequentialTest(horizon=10, spending="linear")
+
+
+def spending_boundary_z(t: float) -> float:
+    from llmrelease.tasks.gates.statistics import spending_boundary
+
+    return spending_boundary([t], 0.05 / 1)[0]

@@ -326,7 +326,7 @@ def test_sequential_gates_stop_a_clear_regression_early(
     history, shared: Path, after_history: Path, monkeypatch
 ) -> None:
     """statistics.sequential on the real model: the definitions prompt against champion v2, tickets
-    in seeded random order, 8 at a time; the always-valid bound shows the regression before the
+    in seeded random order, 8 at a time; a look crosses the group-sequential boundary before the
     evalset ends, and the rest is never generated."""
     project = after_history
     drop_shadow(project)  # only the accuracy comparison is left, and it is scored on the stream
@@ -342,7 +342,7 @@ def test_sequential_gates_stop_a_clear_regression_early(
     assert m["sequential.items_total"] == 72 and m["sequential.items_used"] < 72
     assert m["sequential.time_saved_s"] > 0
     g = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
-    assert g["verdict"] == "fail" and g["ci_high"] < -0.05 and "confidence sequence" in g["method"]
+    assert g["verdict"] == "fail" and g["ci_high"] < -0.05 and "group-sequential" in g["method"]
     assert g["n"] == m["sequential.items_used"]
 
 

@@ -52,7 +52,7 @@ def test_a_sequential_release_stops_generating_once_its_gate_is_decided(tmp_path
     assert m["sequential.items_total"] == 72 and 8 <= m["sequential.items_used"] < 72
     assert m["sequential.time_saved_s"] > 0 and m["serving.items"] == m["sequential.items_used"]
     gate = next(g for g in out["report"]["gates"] if g["name"] == "category-accuracy-vs-champion")
-    assert gate["verdict"] == "pass" and "confidence sequence" in gate["method"]
+    assert gate["verdict"] == "pass" and "Pocock alpha spending" in gate["method"]
     assert gate["n"] == m["sequential.items_used"] and gate["bound"] > -0.2
     assert out["report"]["statistics"]["watched_gates"] == ["category-accuracy-vs-champion"]
 

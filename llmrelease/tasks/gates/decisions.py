@@ -491,16 +491,22 @@ def _watched(w: WatchedGate, items: Mapping[str, float]) -> tuple[Verdict, str, 
     bound = cs.lower if higher else cs.upper
     limit = -w.margin if higher else w.margin
     level = 1 - cs.alpha
+    if isinstance(cs, st.GroupSequentialTest):
+        spending = cs.spending.replace("_", "-").replace("obrien", "O'Brien").replace("pocock", "Pocock")
+        method, what_bound = f"group-sequential, {spending} alpha spending (Lan-DeMets)", "repeated"
+    else:
+        method = "always-valid confidence sequence (betting, Waudby-Smith & Ramdas 2023)"
+        what_bound = "always-valid"
     if w.decision == "undecided":
         verdict: Verdict = "inconclusive"
-        reason = f"the confidence sequence had not cleared or crossed the margin after all {cs.n} items"
+        reason = f"the looks had not cleared or crossed the margin after all {cs.n} items"
     else:
         verdict = w.decision  # type: ignore[assignment]
         what = "cleared" if w.decision == "pass" else "crossed"
-        reason = f"the confidence sequence {what} the margin after {w.decided_at} items; generation stopped"
+        reason = f"a look {what} the margin after {w.decided_at} items; generation stopped"
     evidence = (
-        f"watched while generating ({w.looks} looks): delta {_fmt(delta)}, always-valid {level:.2%} "
-        f"{'lower' if higher else 'upper'} bound {_fmt(bound)} vs {limit:+.4f}: {reason}"
+        f"watched while generating ({w.looks} looks, {method}): delta {_fmt(delta)}, {what_bound} "
+        f"{level:.2%} {'lower' if higher else 'upper'} bound {_fmt(bound)} vs {limit:+.4f}: {reason}"
     )
     extra = {
         "champion_value": float(champ.mean()) if champ.size else None,
@@ -513,7 +519,7 @@ def _watched(w: WatchedGate, items: Mapping[str, float]) -> tuple[Verdict, str, 
         "confidence": level,
         "confidence_adjusted": level,
         "clusters": cs.n,
-        "method": "always-valid confidence sequence (betting, Waudby-Smith & Ramdas 2023)",
+        "method": method,
         "reason": reason,
     }
     return verdict, evidence, extra

@@ -1,11 +1,13 @@
 """Early stopping on the stream: decide comparison gates while the evalset is still generating.
 
 Pure: numpy and :mod:`.statistics`. With ``statistics.sequential: true`` a release streams each
-evalset in chunks; after every chunk each comparison gate on that evalset updates an always-valid
-confidence sequence (``statistics.ConfidenceSequence``, betting) of (candidate - champion), and the
-rest of the evalset is skipped as soon as every one of them is decided. Looking after every chunk
-costs no error: a confidence sequence covers the truth at *all* times with probability 1 - alpha
-(Ville's inequality), so stopping at a look of our choosing keeps the false-pass rate at alpha.
+evalset in chunks (in a seeded random order); after every chunk each comparison gate on that
+evalset takes a look at (candidate - champion), and the rest of the evalset is skipped as soon as
+every one of them is decided. Looking after every chunk costs no error: by default the looks are
+judged against group-sequential boundaries that spend alpha over the evalset's size (Lan-DeMets,
+``statistics.GroupSequentialTest``; the chunk schedule does not depend on the data), or, with
+``sequential_method: confidence_sequence``, an always-valid betting sequence that holds at every
+time (Ville's inequality). Either way the false-pass rate stays at alpha.
 
 Which gates can be watched: those on metrics scored while generating (scorers, JSON/schema
 conformance). Guard and shadow metrics come from later steps, so an evalset with a comparison gate
@@ -25,7 +27,7 @@ import numpy as np
 
 from llmrelease.catalogue import MetricCatalogue
 from llmrelease.specs import Gate, GatePolicy
-from llmrelease.tasks.gates.statistics import ConfidenceSequence, sequential_decision
+from llmrelease.tasks.gates.statistics import ConfidenceSequence, GroupSequentialTest, sequential_decision
 
 __all__ = ["WATCHABLE_PRODUCERS", "SequentialMonitor", "WatchedGate"]
 
@@ -39,7 +41,8 @@ class WatchedGate:
     direction: str
     margin: float
     champion: Mapping[str, float]
-    cs: ConfidenceSequence
+    cs: ConfidenceSequence | GroupSequentialTest
+    """The sequence of looks: alpha-spending boundaries or an always-valid confidence sequence."""
     looks: int = 0
     decision: str = "undecided"
     decided_at: int | None = None
@@ -91,7 +94,7 @@ class SequentialMonitor:
                     d.direction,  # type: ignore[union-attr]
                     float(g.max_regression or 0.0),
                     champion_items[g.metric],
-                    ConfidenceSequence(alpha=alpha_each, horizon=horizons.get(evalset)),
+                    _looks(stats.sequential_method, alpha_each, horizons.get(evalset)),
                 )
                 for g, d in zip(gates, defs, strict=True)
             ]
@@ -130,3 +133,9 @@ class SequentialMonitor:
     def sequences(self) -> dict[str, WatchedGate]:
         """Gate name -> its watched state, for the gate decisions."""
         return {w.gate.name: w for gates in self.watched.values() for w in gates}
+
+
+def _looks(method: str, alpha: float, horizon: int | None) -> ConfidenceSequence | GroupSequentialTest:
+    if method == "confidence_sequence" or not horizon:
+        return ConfidenceSequence(alpha=alpha, horizon=horizon)
+    return GroupSequentialTest(alpha=alpha, horizon=horizon, spending=method)
