@@ -78,6 +78,20 @@ def _design_effect(values: np.ndarray, labels: list[str] | None) -> tuple[float,
     return (se_cluster / (sd / math.sqrt(n))) ** 2, g
 
 
+def _champion_scores(
+    gate: Gate, champion_items: Mapping[str, Mapping[str, float]], clusters: Mapping[str, Mapping[str, str]]
+) -> tuple[np.ndarray, float, int]:
+    """The champion's scores on the gate's metric (sorted by item id), their design effect and the
+    number of independent units, by the cluster labels of the gate's evalset when it has them."""
+    scores = champion_items.get(gate.metric) or {}
+    ids = sorted(scores)
+    values = np.array([scores[i] for i in ids], dtype=float)
+    evalset_labels = clusters.get(gate.metric.split(".", 1)[0])
+    labels = [evalset_labels.get(i, i) for i in ids] if evalset_labels else None
+    deff, units = _design_effect(values, labels)
+    return values, deff, units
+
+
 def size_gates(
     policy: GatePolicy,
     catalogue: MetricCatalogue,
@@ -110,13 +124,8 @@ def size_gates(
     out = []
     for gate in gates:
         m = float(margin if margin is not None else gate.max_regression or 0.0)
-        scores = champion_items.get(gate.metric) or {}
-        ids = sorted(scores)
-        values = np.array([scores[i] for i in ids], dtype=float)
+        values, deff, units = _champion_scores(gate, champion_items, clusters)
         n = values.size
-        evalset_labels = clusters.get(gate.metric.split(".", 1)[0])
-        labels = [evalset_labels.get(i, i) for i in ids] if evalset_labels else None
-        deff, units = _design_effect(values, labels)
         size = n / units if units else 1.0
         if gate.name in observed_sd and observed_sd[gate.name] > 0:
             sd, source = float(observed_sd[gate.name]), "observed: champion vs its predecessor"
@@ -182,13 +191,8 @@ def _size_bound_gate(
     """An absolute gate on a bound (``on: lower_bound``): items for the bound to clear the threshold
     with ``power`` if the candidate scores as the champion does. Its "margin" is the champion's
     distance from the threshold on the right side (0 or less: the champion itself would not clear)."""
-    scores = champion_items.get(gate.metric) or {}
-    ids = sorted(scores)
-    values = np.array([scores[i] for i in ids], dtype=float)
+    values, deff, units = _champion_scores(gate, champion_items, clusters)
     n = values.size
-    evalset_labels = clusters.get(gate.metric.split(".", 1)[0])
-    labels = [evalset_labels.get(i, i) for i in ids] if evalset_labels else None
-    deff, units = _design_effect(values, labels)
     threshold = float(gate.min if gate.min is not None else gate.max)  # type: ignore[arg-type]
     mean = float(values.mean()) if n else math.nan
     gap = mean - threshold if gate.min is not None else threshold - mean
