@@ -186,12 +186,7 @@ def _absolute(
         )
     c = stats.confidence
     if method == "bootstrap":
-        lo = st.mean_bound(
-            v, confidence=c, side="lower", seed=stats.seed, resamples=stats.resamples, clusters=labels
-        )
-        hi = st.mean_bound(
-            v, confidence=c, side="upper", seed=stats.seed, resamples=stats.resamples, clusters=labels
-        )
+        lo, hi = st.mean_bounds(v, confidence=c, seed=stats.seed, resamples=stats.resamples, clusters=labels)
         described = "bootstrap" + (" by cluster" if labels else "")
     else:
         k = int(v.sum())

@@ -126,7 +126,6 @@ def size_gates(
         m = float(margin if margin is not None else gate.max_regression or 0.0)
         values, deff, units = _champion_scores(gate, champion_items, clusters)
         n = values.size
-        size = n / units if units else 1.0
         if gate.name in observed_sd and observed_sd[gate.name] > 0:
             sd, source = float(observed_sd[gate.name]), "observed: champion vs its predecessor"
         elif n > 1 and float(values.std(ddof=1)) > 0:
@@ -135,11 +134,8 @@ def size_gates(
             sd, source = 0.0, "no variation: exact binomial rule"
         if n < 2 and sd == 0:
             mde, needed = None, None
-        elif sd == 0:
-            r = 1 - (1 - level) ** (1 / max(units, 1))
-            mde = r
-            needed = None if m <= 0 else math.floor(math.log(1 - level) / math.log1p(-m)) + 1
-            needed = None if needed is None else max(2, math.ceil(needed * size))
+        elif sd == 0:  # the fixed gate's exact binomial rule for ties: its MDE and items needed
+            _, _, _, mde, needed = st._no_variation(0.0, m, level, max(units, 1), n)
         else:
             mde = st._multiplier(level, pw, max(units - 1, 1)) * sd * math.sqrt(deff / max(n, 1))
             needed = None if m <= 0 else st._items_needed(sd, deff, m, max(n, 2), max(units, 1), level, pw)

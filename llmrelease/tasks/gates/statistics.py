@@ -53,6 +53,7 @@ __all__ = [
     "holm",
     "holm_adjust",
     "mean_bound",
+    "mean_bounds",
     "paired_comparison",
     "proportion_bound",
     "sequential_decision",
@@ -637,13 +638,28 @@ def mean_bound(
     resamples: int = 2000,
     clusters: Sequence[object] | np.ndarray | None = None,
 ) -> float:
-    """One-sided confidence bound on the mean of per-item scores (e.g. ROUGE-L), for an absolute
-    gate on a bound: the expanded percentile bootstrap of ``paired_comparison``, seeded, by cluster
-    when ``clusters`` are given. For 0/1 scores prefer ``proportion_bound``. Fewer than 2 units or
-    no variation: the bound is the mean itself (nothing to widen it with)."""
-    _check_confidence(confidence)
+    """One side of :func:`mean_bounds`."""
     if side not in ("lower", "upper"):
         raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    lo, hi = mean_bounds(values, confidence=confidence, seed=seed, resamples=resamples, clusters=clusters)
+    return lo if side == "lower" else hi
+
+
+def mean_bounds(
+    values: Sequence[float] | np.ndarray,
+    *,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 2000,
+    clusters: Sequence[object] | np.ndarray | None = None,
+) -> tuple[float, float]:
+    """(lower, upper) one-sided confidence bounds on the mean of per-item scores (e.g. ROUGE-L),
+    each at ``confidence``, for an absolute gate on a bound: the expanded percentile bootstrap of
+    ``paired_comparison``, seeded, by cluster when ``clusters`` are given; one set of resamples
+    serves both sides. For 0/1 scores prefer ``proportion_bound``. Fewer than 2 units or no
+    variation: the exact binomial bound of a share of units that could differ (scores in [0, 1]),
+    as in ``_no_variation``; never the point itself."""
+    _check_confidence(confidence)
     v = np.asarray(values, dtype=float).reshape(-1)
     if v.size == 0:
         raise ValueError("no values: nothing to bound")
@@ -658,9 +674,8 @@ def mean_bound(
         constant = bool(np.all(cluster_means == cluster_means[0]))  # every resample has this mean
     if constant:  # nothing to resample: the exact binomial bound for scores in [0, 1]
         r = 1 - (1 - confidence) ** (1 / units)
-        return max(0.0, mean * (1 - r)) if side == "lower" else min(1.0, mean + (1 - mean) * r)
-    lo, hi = _bounds(_bootstrap_means(v, index, resamples, seed), confidence, units)
-    return lo if side == "lower" else hi
+        return max(0.0, mean * (1 - r)), min(1.0, mean + (1 - mean) * r)
+    return _bounds(_bootstrap_means(v, index, resamples, seed), confidence, units)
 
 
 # ------------------------------------------------------------------------------- multiplicity
