@@ -1,0 +1,1 @@
+"""What a person reads about a release: the HTML report and the version-page summary."""
