@@ -218,3 +218,43 @@ def test_evaluation_streams_chunks_and_matches_one_pass(tmp_path: Path, monkeypa
     assert [r["id"] for r in records] == [r.id for r in evalsets[0].rows()]
     assert chunked.metrics["serving.items"] == 72
     assert chunked.metrics["serving.output_tokens"] == whole.metrics["serving.output_tokens"]
+
+
+@pytest.mark.flow
+def test_the_version_page_and_the_prefect_run_say_the_verdict(tmp_path: Path, monkeypatch) -> None:
+    """The evidence is where people look: the model version's description (markdown on its MLflow
+    page) holds the verdict and every gate; the Prefect run is named after app and candidate,
+    carries the gate table as a markdown artifact, and its state is named after the verdict."""
+    from prefect import get_client
+
+    from llmrelease.flows.release import release_flow
+    from llmrelease.mlflow_registry import TAG, MlflowRegistry
+
+    project = copy_project(tmp_path / "project", guard=False, shadow=False)
+    monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", TEST_ENGINE)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    state = release_flow(app="support-triage", project_dir=str(project), return_state=True)
+    out = state.result()
+    assert (state.type.value, state.name) == ("COMPLETED", "TestEngine")  # not Failed, not Crashed
+
+    registry = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'mlflow.db'}")
+    [version] = registry.versions("support-triage")
+    page = registry.version_description("support-triage", version.version)
+    # Always "billing": accuracy 0.25, its lower bound 0.18 under the 0.2 floor, its upper bound above.
+    assert page.startswith("### llmrelease: gates INCONCLUSIVE (verdict: test_engine; never promoted)")
+    for gate in out["report"]["gates"]:
+        assert f"`{gate['name']}`" in page
+    assert f"runs/{out['run_id']}/artifacts/release_report.html" in page
+    html = Path(registry.client.download_artifacts(out["run_id"], "release_report.html", str(tmp_path)))
+    page_html = html.read_text()
+    assert "INCONCLUSIVE" in page_html and "category-accuracy-floor" in page_html and "<svg" in page_html
+    assert "http://" not in page_html.replace("http://www.w3.org", "")  # self-contained: no CDN
+    prompt = registry.client.get_prompt_version("support-triage-prompt", version.prompt_version)
+    assert prompt.tags[TAG + "last_release"].startswith(f"model v{version.version}: test_engine")
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        assert run.name == f"support-triage v{version.version} (prompt v{version.prompt_version})"
+        [artifact] = [a for a in client.read_artifacts() if a.flow_run_id == run.id]
+    assert artifact.key == "support-triage-gates" and artifact.type == "markdown"
+    assert "| `category-accuracy-floor` |" in artifact.data

@@ -24,6 +24,12 @@ from llmrelease.tasks.prefect_tasks import (
     register_candidate_task,
     shadow_task,
 )
+from llmrelease.tasks.reporting.prefect_run import (
+    final_state,
+    initial_run_name,
+    publish_gate_table,
+    rename_run,
+)
 from llmrelease.tasks.shadow.replay import shadow_summary
 
 __all__ = ["release", "release_flow"]
@@ -55,6 +61,7 @@ def release(
     # 2. Register the candidate (prompt version + model version), or find it if unchanged. Under the
     #    app's lock, which first finishes whatever a killed release left half-way.
     candidate = register_candidate_task(registry, quote(plan), allow_rolled_back)
+    rename_run(f"{app} v{candidate.version.version} (prompt v{candidate.prompt_version})")
     champion_before = candidate.champion.version if candidate.champion else None
     if candidate.is_champion:
         return ReleaseOutcome(
@@ -85,9 +92,14 @@ def release(
     #    only if every gate passed and the champion is still the one it was compared with.
     report = gate_task(spec, evalsets, quote(evaluation), quote(champion_items), candidate)
     run_id = log_task(
-        registry, spec, evalsets, candidate, quote(evaluation), report, champion_source, quote(plan.manifest)
-    )
+        registry, spec, evalsets, candidate, quote(evaluation), report, champion_source, quote(plan.manifest),
+        quote(champion_items),
+    )  # fmt: skip
     status, note = promote_task(registry, candidate, report, run_id)
+    publish_gate_table(
+        app, candidate.version.version, status, report.to_dict(), run_id=run_id,
+        tracking_uri=redact_uri(registry.tracking_uri),
+    )  # fmt: skip
 
     after = registry.alias(app, CHAMPION)
     return ReleaseOutcome(
@@ -107,7 +119,7 @@ def release(
     )
 
 
-@flow(name="release", validate_parameters=True)
+@flow(name="release", flow_run_name=initial_run_name, validate_parameters=True)
 def release_flow(
     app: str,
     project_dir: str = ".",
@@ -117,7 +129,7 @@ def release_flow(
     tracking_uri: str | None = None,
     artifact_root: str | None = None,
     allow_rolled_back: bool = False,
-) -> dict[str, Any]:
+) -> Any:
     """Release one app: validate specs and evalsets, register the candidate, evaluate it on vLLM,
     compare it with the champion, apply the gates and move the aliases only if every gate passed.
 
@@ -136,4 +148,6 @@ def release_flow(
             artifact_root=artifact_root or store.artifact_root,
             allow_rolled_back=allow_rolled_back,
         )
-    return outcome.to_dict()
+    # A verdict is a COMPLETED run named after it (Promoted, Rejected, Inconclusive...): filterable
+    # in the Prefect UI, and never confused with Failed (an error) or Crashed (a dead process).
+    return final_state(outcome.to_dict())

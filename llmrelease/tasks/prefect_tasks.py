@@ -251,9 +251,18 @@ def log_task(
     report: GateReport,
     champion_source: str,
     manifest: dict[str, Any],
+    champion_items: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     return log_evaluation(
-        registry, spec, evalsets, candidate, evaluation, report, champion_source, manifest=manifest
+        registry,
+        spec,
+        evalsets,
+        candidate,
+        evaluation,
+        report,
+        champion_source,
+        manifest=manifest,
+        champion_items=champion_items,
     )
 
 

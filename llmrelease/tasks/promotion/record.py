@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -21,12 +22,15 @@ from llmrelease.tasks.evaluation.step import Evaluation
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.guard.step import guard_summary
 from llmrelease.tasks.promotion.candidate import Candidate
+from llmrelease.tasks.promotion.pages import write_version_page
+from llmrelease.tasks.reporting.release_html import ReleaseReportBuilder
 from llmrelease.tasks.shadow.replay import shadow_summary
 
 __all__ = [
     "log_evaluation",
     "record_verdict",
     "version_verdict",
+
     "gate_metrics",
     "gate_tags",
     "score_part_tags",
@@ -44,6 +48,7 @@ def log_evaluation(
     champion_source: str,
     *,
     manifest: dict[str, Any],
+    champion_items: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """One MLflow run: params, metrics (one batch), the per-item table, the gate report, the
     manifest (everything the verdict depends on), the datasets."""
@@ -85,6 +90,9 @@ def log_evaluation(
         "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
         "candidate/gates.json": spec.gates.model_dump(mode="json"),
     }
+    artifacts["release_report.html"] = release_report(
+        spec, evalsets, candidate, evaluation, report, champion_source, champion_items
+    )
     tables = {"eval/items.json": evaluation.items.write_table}
     if evaluation.shadow is not None:
         shadow_gates = [asdict(r) for r in report.results if spec.catalogue[r.metric].producer == "shadow"]
@@ -118,7 +126,53 @@ def log_evaluation(
             final_tags={TAG + "verdict": verdict},  # last: a run with a verdict has all its artifacts
         )
     record_verdict(registry, candidate, run_id, verdict, gate_tags(report))
+    write_version_page(
+        registry,
+        candidate,
+        run_id,
+        verdict,
+        report.to_dict(),
+        champion_source=champion_source,
+        guard=guard_summary(evaluation.guard) if evaluation.guard is not None else None,
+        shadow=shadow_summary(evaluation.shadow) if evaluation.shadow is not None else None,
+    )
     return run_id
+
+
+def release_report(
+    spec: AppSpec,
+    evalsets: list[Evalset],
+    candidate: Candidate,
+    evaluation: Evaluation,
+    report: GateReport,
+    champion_source: str,
+    champion_items: Mapping[str, Mapping[str, float]] | None,
+) -> str:
+    """``release_report.html``: the page a reviewer reads (gates, per-tag scores against the
+    champion, the items where they disagree, distributions), built from the item records on disk
+    chunk by chunk."""
+    row_tags = {
+        (ev.name, row.id): row.tags for ev in evalsets for chunk in ev.batches() for row in chunk if row.tags
+    }
+    builder = ReleaseReportBuilder(
+        champion_items=champion_items,
+        row_tags=row_tags,
+        directions={name: spec.catalogue[name].direction for name in spec.catalogue},
+    )
+    for chunk in evaluation.items.chunks(1000):
+        builder.add(chunk)
+    champion = f"v{candidate.champion.version}" if candidate.champion else "none"
+    return builder.html(
+        title=f"{spec.name}: release of v{candidate.version.version}",
+        gate_report=report.to_dict(),
+        subtitle_lines=[
+            f"model version v{candidate.version.version}, prompt version {candidate.prompt_version}, "
+            f"git {candidate.git_commit[:12]}; champion {champion}",
+            f"champion scores: {champion_source}",
+            f"gate policy {spec.gates.version}; model spec {spec.model.version}; "
+            f"prompt spec {spec.prompt.version}",
+        ],
+    )
 
 
 def record_verdict(
