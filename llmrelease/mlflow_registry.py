@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,6 +221,18 @@ class MlflowRegistry:
         for k, v in tags.items():
             self.client.set_model_version_tag(model_name(app), version, k, v)
 
+    def version_description(self, app: str, version: str) -> str:
+        return self.client.get_model_version(model_name(app), version).description or ""
+
+    def set_version_description(self, app: str, version: str, text: str) -> None:
+        """The version page's markdown (MLflow renders a version's description as markdown)."""
+        self.client.update_model_version(model_name(app), version, description=text)
+
+    def set_prompt_version_tags(self, app: str, version: int, tags: dict[str, str]) -> None:
+        """Tags on a prompt version (its description is the commit message, which stays)."""
+        for k, v in tags.items():
+            self.client.set_prompt_version_tag(prompt_name(app), version, k, v[:5000])
+
     def alias(self, app: str, alias: str) -> VersionInfo | None:
         from mlflow.exceptions import MlflowException
 
@@ -310,6 +322,7 @@ class MlflowRegistry:
         artifacts: dict[str, Any],
         datasets: list[tuple[Any, str, str]],
         final_tags: dict[str, str] | None = None,
+        inside_run: Callable[[str], None] | None = None,
     ) -> str:
         """One MLflow run per evaluation; metrics in one batched call; ``final_tags`` (the verdict)
         written last, just before the run is marked FINISHED.
@@ -352,6 +365,8 @@ class MlflowRegistry:
                 else:
                     self.client.log_dict(run_id, obj, path)
             checkpoint("log.artifacts_written")
+            if inside_run is not None:  # e.g. the items as traces: before the verdict, like the rest
+                inside_run(run_id)
         checkpoint("log.finished")
         return run_id
 
@@ -433,6 +448,30 @@ class MlflowRegistry:
         with self._run(app, run_name, tags, params) as run_id:
             self.client.log_dict(run_id, record, path)
         return run_id
+
+    def log_item_traces(
+        self,
+        app: str,
+        run_id: str,
+        *,
+        model_id: str | None,
+        prompt_version: int | None,
+        items: Iterable[Mapping[str, Any]],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Each item as a trace with its scores as assessments, linked to the run, the logged model
+        and the prompt version: MLflow's GenAI evaluation view (see :mod:`llmrelease.mlflow_traces`)."""
+        from llmrelease.mlflow_traces import log_item_traces
+
+        return log_item_traces(
+            self.tracking_uri,
+            experiment_id=self.experiment_id(app),
+            run_id=run_id,
+            model_id=model_id,
+            prompt_uri=f"prompts:/{prompt_name(app)}/{prompt_version}" if prompt_version else None,
+            items=items,
+            progress=progress,
+        )
 
     def model_tags(self, app: str) -> dict[str, str] | None:
         """The registered model's tags, or None when no such model exists."""

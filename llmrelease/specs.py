@@ -455,6 +455,11 @@ class GatePolicy(_Spec):
     """Confidence, multiplicity correction, power and resampling of the gates (defaults above)."""
     bootstrap: Bootstrap | None = None
     """Deprecated spelling of ``statistics`` (two-sided confidence); give one or the other."""
+    manual_champion: Literal["flag", "revert"] = "flag"
+    """What a hand move of ``champion`` (the MLflow UI) onto a version whose gates did not pass
+    gets: ``flag`` records and flags it; ``revert`` also moves ``champion`` back to the version the
+    pipeline last made champion (compare-and-set), unless the version carries a signed override
+    (``llmrelease.override_by`` and ``llmrelease.override_reason`` tags)."""
     gates: list[Gate] = Field(min_length=1)
 
     @field_validator("gates")

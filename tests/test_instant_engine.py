@@ -229,6 +229,7 @@ def test_the_version_page_and_the_prefect_run_say_the_verdict(tmp_path: Path, mo
 
     from llmrelease.flows.release import release_flow
     from llmrelease.mlflow_registry import TAG, MlflowRegistry
+    from llmrelease.mlflow_traces import item_traces
 
     project = copy_project(tmp_path / "project", guard=False, shadow=False)
     monkeypatch.setenv("LLMRELEASE_ENGINE_FACTORY", TEST_ENGINE)
@@ -249,6 +250,12 @@ def test_the_version_page_and_the_prefect_run_say_the_verdict(tmp_path: Path, mo
     page_html = html.read_text()
     assert "INCONCLUSIVE" in page_html and "category-accuracy-floor" in page_html and "<svg" in page_html
     assert "http://" not in page_html.replace("http://www.w3.org", "")  # self-contained: no CDN
+    # Every item is an MLflow evaluation record (a trace with assessments) of the release run.
+    traces = {t["id"]: t for t in item_traces(registry.tracking_uri, out["run_id"])}
+    assert len(traces) == 72 and traces["t001"]["inputs"]["ticket"].startswith("Could you add")
+    assert traces["t001"]["assessments"]["category_accuracy"] == 1.0  # always "billing": t001 is billing
+    assert traces["t002"]["assessments"]["category_accuracy"] == 0.0  # ...t002 is account
+    assert traces["t001"]["model_id"] == version.tags[TAG + "logged_model_id"]
     prompt = registry.client.get_prompt_version("support-triage-prompt", version.prompt_version)
     assert prompt.tags[TAG + "last_release"].startswith(f"model v{version.version}: test_engine")
 

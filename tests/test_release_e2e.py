@@ -8,18 +8,25 @@ MLflow. Tests that change state work on their own copies.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from bench._project import drop_guard, drop_shadow
 from llmrelease.cli import app
-from llmrelease.mlflow_registry import MlflowRegistry
-from tests.conftest import copy_project, read_yaml
+from llmrelease.mlflow_registry import TAG, MlflowRegistry
+from tests.conftest import REPO, copy_project, read_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -446,3 +453,200 @@ def test_artifacts_on_s3_through_a_real_s3_api(tmp_path: Path, s3, monkeypatch) 
     run_id = json.loads(out)["run_id"]
     assert any(k.endswith(f"{run_id}/artifacts/gate_report.json") for k in keys), keys
     assert any(k.endswith(f"{run_id}/artifacts/eval/items.json") for k in keys)
+
+
+# ---------------------------------------------------------------------------------- the MLflow UI
+# What a person sees in the MLflow UI, in a real browser, and a hand move in it checked by the
+# pipeline. A real `mlflow server` serves a copy of the store the three releases above filled (v1,
+# v2 promoted, v3 rejected); headless Chromium (Debian's package, driven by Playwright; nothing
+# downloads a browser) opens the rejected version's page and the run's evaluation view. Screenshots
+# go to test-artifacts/screenshots/ in the checkout (or $LLMRELEASE_SCREENSHOTS) for a person to
+# look at. Then a person makes the rejected v3 champion through MLflow's REST API (what the UI
+# calls) with `manual_champion: revert`: the on-alias flow (what the webhook relay starts) moves it
+# back to v2, once, and records why; signed with override_by/override_reason, the move stays.
+
+SHOTS = Path(os.environ.get("LLMRELEASE_SCREENSHOTS") or REPO / "test-artifacts" / "screenshots")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def released(history, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the project and its store after the three releases."""
+    project = tmp_path_factory.mktemp("ui") / "project"
+    shutil.copytree(shared, project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def server(released: Path) -> Iterator[str]:
+    """``mlflow server`` on the copied store, as a team would run it; polled until it answers."""
+    port = _free_port()
+    store = released / ".llmrelease"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+            "--default-artifact-root", (store / "artifacts").as_uri(),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, f"mlflow server died: {proc.stderr.read() if proc.stderr else ''}"
+        try:
+            if httpx.get(f"{url}/health", timeout=10).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "mlflow server did not answer within 180 s"
+        time.sleep(1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    chromium = shutil.which("chromium")
+    assert chromium, (
+        "the browser test needs Debian's chromium (scripts/test.sh installs it: apt-get install chromium)"
+    )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _page(browser, url: str, *texts: str, shot: str, timeout_s: float = 120) -> str:
+    """Open ``url``, wait until every text is on the page (the UI loads in stages; a busy machine
+    is slow), screenshot it, and return the page's visible text."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url, wait_until="domcontentloaded", timeout=timeout_s * 1000)
+        for text in texts:
+            page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=timeout_s * 1000)
+        page.wait_for_timeout(500)  # let late layout settle before the picture
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / shot), full_page=True)
+        print(f"\nscreenshot: {SHOTS / shot}")
+        return page.inner_text("body")
+    finally:
+        page.close()
+
+
+def test_rejected_version_page_shows_its_gates_and_the_items_are_in_the_evaluation_view(
+    released: Path, server: str, browser
+) -> None:
+    registry = MlflowRegistry(server)
+    v3 = next(v for v in registry.versions(APP) if v.version == "3")
+    run = v3.eval_run_id
+    exp = registry.experiment_id(APP)
+    assert v3.tags[TAG + "verdict"] == "failed"
+
+    text = _page(
+        browser,
+        f"{server}/#/models/{APP}/versions/3",
+        "llmrelease: gates FAILED",
+        "category-accuracy-vs-champion",
+        shot="model-version-rejected.png",
+    )
+    assert "FAIL" in text and "release report" in text
+
+    text = _page(
+        browser,
+        f"{server}/#/experiments/{exp}/runs/{run}/traces",
+        "tickets/t001",
+        "category_accuracy",
+        shot="evaluation-view-rejected-run.png",
+    )
+    assert "redteam/r01" in text or "tickets/t072" in text or "tickets/t002" in text
+
+    v2_run = registry.alias(APP, "champion").eval_run_id
+    _page(
+        browser,
+        f"{server}/#/experiments/{exp}/runs/{run}/traces?compareToRunUuid={v2_run}",
+        "tickets/t001",
+        shot="evaluation-view-v3-vs-v2.png",
+    )
+    _page(
+        browser,
+        f"{server}/#/experiments/{exp}/runs/{run}/artifacts/release_report.html",
+        "release_report.html",
+        shot="release-report-artifact.png",
+    )
+
+
+def test_a_hand_move_onto_the_rejected_version_is_reverted_once_unless_signed(
+    released: Path, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmrelease.flows.on_alias import on_alias_flow
+
+    gates = released / "registry" / APP / "gates.yaml"
+    gates.write_text(gates.read_text() + "\nmanual_champion: revert\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    registry = MlflowRegistry(server)
+    rest = f"{server}/api/2.0/mlflow"
+
+    def move_champion(version: str) -> None:  # what the UI's "add alias" does
+        r = httpx.post(
+            f"{rest}/registered-models/alias",
+            json={"name": APP, "alias": "champion", "version": version},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+
+    assert registry.alias(APP, "champion").version == "2"
+    move_champion("3")
+    assert registry.alias(APP, "champion").version == "3"
+    # What the relay starts for MLflow's model_version_alias.created webhook.
+    record = on_alias_flow(app=APP, alias="champion", version="3", delivery="d-1", project_dir=str(released))
+    assert record["kind"] == "reverted" and record["restored"] == "2", record
+    assert registry.alias(APP, "champion").version == "2"
+    assert registry.prompt_alias(APP, "champion") == 2  # the pair moved back together
+    assert "its gates FAILED" in record["reason"]
+    note = registry.client.get_run(record["record_run"]).data.tags["mlflow.note.content"]
+    assert note.startswith("REVERTED: v3") and "back to v2" in note
+    assert "**REVERTED**" in registry.version_description(APP, "3")
+
+    # Once: the same delivery again, and the event of the revert's own move, change nothing more.
+    again = on_alias_flow(app=APP, alias="champion", version="3", delivery="d-1", project_dir=str(released))
+    assert again["kind"] == "superseded"
+    back = on_alias_flow(app=APP, alias="champion", version="2", delivery="d-2", project_dir=str(released))
+    assert back["kind"] == "rollout" and registry.alias(APP, "champion").version == "2"
+    reverted = [
+        r
+        for r in registry.client.search_runs([registry.experiment_id(APP)], max_results=100)
+        if r.data.tags.get(TAG + "kind") == "reverted"
+    ]
+    assert len(reverted) == 1
+
+    # Signed: who and why on the version, through the REST API; the move stays, flagged.
+    for key, value in (("override_by", "ada@example.com"), ("override_reason", "hotfix for INC-42")):
+        r = httpx.post(
+            f"{rest}/model-versions/set-tag",
+            json={"name": APP, "version": "3", "key": TAG + key, "value": value},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+    move_champion("3")
+    signed = on_alias_flow(app=APP, alias="champion", version="3", delivery="d-3", project_dir=str(released))
+    assert (signed["kind"], signed["signed"]) == ("override", True)
+    assert registry.alias(APP, "champion").version == "3"
+    assert "ada@example.com" in signed["moved_by"]
+    assert "signed override" in registry.version_description(APP, "3")

@@ -138,6 +138,53 @@ def test_champion_moves_are_recorded_as_rollout_or_flagged_override(tmp_path: Pa
     assert sorted(r.data.tags[TAG + "kind"] for r in runs) == ["override", "rollout"]
 
 
+def test_revert_policy_moves_an_unsigned_override_back_once_and_keeps_a_signed_one(tmp_path: Path) -> None:
+    registry = MlflowRegistry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()
+    )
+    client, app = registry.client, "faq-bot"
+    client.create_registered_model(app, tags={TAG + "app": app})
+
+    def version(verdict: str | None, **tags: str) -> str:
+        base = {TAG + "verdict": verdict, TAG + "eval_run_id": "run-x"} if verdict else {}
+        return str(client.create_model_version(app, "s3://m", tags={**base, **tags}).version)
+
+    gated, failed, unevaluated = version("passed"), version("failed"), version(None)
+    signed = version("failed", **{TAG + "override_by": "ada", TAG + "override_reason": "hotfix"})
+    client.set_registered_model_alias(app, "champion", gated)
+    assert record_alias_change(registry, app, "champion", gated, policy="revert").kind == "rollout"
+
+    for bad in (failed, unevaluated):
+        client.set_registered_model_alias(app, "champion", bad)
+        record = record_alias_change(registry, app, "champion", bad, delivery="d", policy="revert")
+        assert (record.kind, record.restored) == ("reverted", gated), record
+        assert registry.alias(app, "champion").version == gated
+        tags = registry.versions(app)[int(bad) - 1].tags
+        assert tags[TAG + "reverted_at"] and tags[TAG + "revert_run"] == record.record_run
+        page = client.get_model_version(app, bad).description
+        assert "REVERTED" in page and f"back to v{gated}" in page
+        # The same event delivered again finds the champion moved back: nothing more happens.
+        again = record_alias_change(registry, app, "champion", bad, delivery="d", policy="revert")
+        assert again.kind == "superseded" and registry.alias(app, "champion").version == gated
+    assert "champion again" in client.get_model_version(app, gated).description
+
+    # Signed (who and why): flagged as an override, never moved back, and accepted from then on.
+    client.set_registered_model_alias(app, "champion", signed)
+    record = record_alias_change(registry, app, "champion", signed, policy="revert")
+    assert (record.kind, record.signed) == ("override", True)
+    assert registry.alias(app, "champion").version == signed
+    assert "signed override" in client.get_model_version(app, signed).description
+    client.set_registered_model_alias(app, "champion", failed)
+    assert record_alias_change(registry, app, "champion", failed, policy="revert").restored == signed
+
+    # The default policy only flags.
+    client.set_registered_model_alias(app, "champion", failed)
+    assert record_alias_change(registry, app, "champion", failed).kind == "override"
+    assert registry.alias(app, "champion").version == failed
+    kinds = [r.data.tags[TAG + "kind"] for r in client.search_runs([registry.experiment_id(app)])]
+    assert sorted(kinds) == ["override", "override", "reverted", "reverted", "reverted", "rollout"]
+
+
 def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path: Path) -> None:
     import socket
 

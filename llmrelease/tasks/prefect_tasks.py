@@ -253,17 +253,27 @@ def log_task(
     manifest: dict[str, Any],
     champion_items: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
-    return log_evaluation(
-        registry,
-        spec,
-        evalsets,
-        candidate,
-        evaluation,
-        report,
-        champion_source,
-        manifest=manifest,
-        champion_items=champion_items,
-    )
+    items = len(evaluation.items)
+    with progress_bar(f"logging {items} items to MLflow's evaluation view", items) as advance:
+        done = 0
+
+        def written(n: int) -> None:
+            nonlocal done
+            advance(n - done)
+            done = n
+
+        return log_evaluation(
+            registry,
+            spec,
+            evalsets,
+            candidate,
+            evaluation,
+            report,
+            champion_source,
+            manifest=manifest,
+            champion_items=champion_items,
+            trace_progress=written,
+        )
 
 
 @task(name="promote", cache_policy=NO_CACHE)

@@ -172,6 +172,7 @@ def _records(
         yield {
             "evalset": evalset,
             "id": row.id,
+            "inputs": _json(row.vars),
             "output": gen.text,
             "reference": row.reference
             if row.reference is None or isinstance(row.reference, str)

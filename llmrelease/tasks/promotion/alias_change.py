@@ -16,10 +16,13 @@ from typing import Any, Literal
 from llmrelease.locks import app_lock
 from llmrelease.manifest import TEST_ENGINE_VERDICT
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
+from llmrelease.tasks.promotion.pages import note_on_version
+from llmrelease.tasks.promotion.transaction import revert_champion, set_expected_champion
 
 __all__ = ["AliasRecord", "classify", "record_alias_change"]
 
-Kind = Literal["rollout", "override", "ignored", "superseded"]
+Kind = Literal["rollout", "override", "reverted", "ignored", "superseded"]
+Policy = Literal["flag", "revert"]
 
 
 @dataclass
@@ -35,6 +38,11 @@ class AliasRecord:
     moved_by: str | None = None
     record_run: str | None = None
     prompt_alias_synced: bool = False
+    policy: Policy = "flag"
+    signed: bool = False
+    """The version carries both override tags: a person signed the move with a reason."""
+    restored: str | None = None
+    """With ``manual_champion: revert``: the version champion was moved back to."""
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,9 +65,16 @@ def classify(tags: dict[str, str]) -> tuple[Kind, str]:
 
 
 def record_alias_change(
-    registry: MlflowRegistry, app: str, alias: str, version: str, *, delivery: str | None = None
+    registry: MlflowRegistry,
+    app: str,
+    alias: str,
+    version: str,
+    *,
+    delivery: str | None = None,
+    policy: Policy = "flag",
 ) -> AliasRecord:
-    """Check the champion ``app`` now has against its gates and record what it is."""
+    """Check the champion ``app`` now has against its gates and record what it is; with the
+    ``revert`` policy, move an unsigned override back (compare-and-set)."""
     at, version = utc_now(), str(version)
     if alias != CHAMPION:
         return AliasRecord(app, alias, version, "ignored", f"only '{CHAMPION}' moves are checked", at)
@@ -88,13 +103,26 @@ def record_alias_change(
         verdict=current.tags.get(TAG + "verdict"),
         release_run=current.eval_run_id,
         moved_by=_moved_by(current),
+        policy=policy,
+        signed=_signed(current),
     )
     with app_lock(registry.tracking_uri, app):  # never between a release's compare and its moves
         record.prompt_alias_synced = registry.sync_prompt_alias(app, CHAMPION, current)
     if record.prompt_alias_synced:
         record.notes.append(f"prompt alias '{CHAMPION}' moved to prompt v{current.prompt_version} to match")
+    if kind == "override" and policy == "revert" and not record.signed:
+        restored, what = revert_champion(registry, app, version, reason=reason)
+        record.notes.append(what)
+        if restored is not None:
+            record.kind, record.restored = "reverted", restored.version
+    elif kind == "rollout" or record.signed:  # accepted: a later hand move is reverted to this one
+        set_expected_champion(registry, app, version)
     _write(registry, record, delivery)
     return record
+
+
+def _signed(version: VersionInfo) -> bool:
+    return bool(version.tags.get(TAG + "override_by") and version.tags.get(TAG + "override_reason"))
 
 
 def _moved_by(version: VersionInfo) -> str:
@@ -107,12 +135,18 @@ def _moved_by(version: VersionInfo) -> str:
 
 def _write(registry: MlflowRegistry, record: AliasRecord, delivery: str | None) -> None:
     app, version = record.app, record.version
-    title = (
-        f"Rollout: v{version} became champion ({record.reason})."
-        if record.kind == "rollout"
-        else f"MANUAL OVERRIDE: v{version} was made champion although {record.reason}. "
-        f"Moved by: {record.moved_by}. Check it, or roll back with `llmrelease rollback {app}`."
-    )
+    if record.kind == "rollout":
+        title = f"Rollout: v{version} became champion ({record.reason})."
+    elif record.kind == "reverted":
+        title = (
+            f"REVERTED: v{version} was made champion by hand although {record.reason}; "
+            f"champion moved back to v{record.restored} (manual_champion: revert, no signed override)."
+        )
+    else:
+        title = (
+            f"MANUAL OVERRIDE: v{version} was made champion although {record.reason}. "
+            f"Moved by: {record.moved_by}. Check it, or roll back with `llmrelease rollback {app}`."
+        )
     record.record_run = registry.log_record(
         app,
         run_name=f"{app}-{record.kind}-v{version}",
@@ -126,14 +160,31 @@ def _write(registry: MlflowRegistry, record: AliasRecord, delivery: str | None) 
         record=record.to_dict(),
         path=f"{record.kind}.json",
     )
+    run = f"record run `{record.record_run}`"
     if record.kind == "rollout":
         registry.set_version_tags(
             app, version, {TAG + "rollout_at": record.at, TAG + "rollout_run": record.record_run}
         )
         registry.set_model_tag(app, TAG + "champion_override", "none")
+        _page(registry, record, version, f"became champion by a move in the registry: rollout ({run})")
+    elif record.kind == "reverted":
+        registry.set_version_tags(app, version, {TAG + "revert_run": record.record_run or ""})
+        _page(registry, record, version, f"**REVERTED**: made champion by hand although {record.reason}; "
+              f"champion moved back to v{record.restored} ({run})")  # fmt: skip
+        if record.restored:
+            line = f"champion again: the hand move to v{version} was reverted"
+            _page(registry, record, record.restored, line)
     else:
         flag = f"{record.at}: champion set to v{version} although {record.reason}"
         registry.set_version_tags(
             app, version, {TAG + "override": flag, TAG + "override_run": record.record_run}
         )
         registry.set_model_tag(app, TAG + "champion_override", flag)
+        signed = "signed override" if record.signed else "MANUAL OVERRIDE (flagged)"
+        _page(registry, record, version, f"**{signed}**: made champion although {record.reason}; "
+              f"moved by {record.moved_by} ({run})")  # fmt: skip
+
+
+def _page(registry: MlflowRegistry, record: AliasRecord, version: str, line: str) -> None:
+    if failed := note_on_version(registry, record.app, version, line):
+        record.notes.append(failed)

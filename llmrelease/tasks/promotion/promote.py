@@ -10,6 +10,7 @@ from llmrelease.mlflow_registry import MlflowRegistry
 from llmrelease.outcome import Status
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.promotion.candidate import Candidate
+from llmrelease.tasks.promotion.pages import note_on_version
 from llmrelease.tasks.promotion.transaction import promote_version
 
 __all__ = ["promote"]
@@ -51,4 +52,9 @@ def promote(
         return "already_champion", "; ".join(notes)
     before = f"v{candidate.champion.version}" if candidate.champion else "none"
     done = f"promoted v{candidate.version.version} to champion (previous champion: {before})"
-    return "promoted", "; ".join([*notes, done])
+    app, version = candidate.app, candidate.version.version
+    pages = [note_on_version(registry, app, version, f"**promoted** by run `{run_id}` (replaced {before})")]
+    if candidate.champion:
+        line = f"replaced as champion by v{version} (run `{run_id}`)"
+        pages.append(note_on_version(registry, app, candidate.champion.version, line))
+    return "promoted", "; ".join([*notes, done, *[p for p in pages if p]])

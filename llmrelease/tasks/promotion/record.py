@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -49,6 +49,7 @@ def log_evaluation(
     *,
     manifest: dict[str, Any],
     champion_items: Mapping[str, Mapping[str, float]] | None = None,
+    trace_progress: Callable[[int], None] | None = None,
 ) -> str:
     """One MLflow run: params, metrics (one batch), the per-item table, the gate report, the
     manifest (everything the verdict depends on), the datasets."""
@@ -90,8 +91,11 @@ def log_evaluation(
         "candidate/prompt.json": spec.prompt.model_dump(mode="json"),
         "candidate/gates.json": spec.gates.model_dump(mode="json"),
     }
+    row_tags = {
+        (ev.name, row.id): row.tags for ev in evalsets for chunk in ev.batches() for row in chunk if row.tags
+    }
     artifacts["release_report.html"] = release_report(
-        spec, evalsets, candidate, evaluation, report, champion_source, champion_items
+        spec, candidate, evaluation, report, champion_source, champion_items, row_tags
     )
     tables = {"eval/items.json": evaluation.items.write_table}
     if evaluation.shadow is not None:
@@ -124,6 +128,14 @@ def log_evaluation(
             artifacts=artifacts,
             datasets=datasets,
             final_tags={TAG + "verdict": verdict},  # last: a run with a verdict has all its artifacts
+            inside_run=lambda run_id: registry.log_item_traces(
+                spec.name,
+                run_id,
+                model_id=candidate.version.tags.get(TAG + "logged_model_id"),
+                prompt_version=candidate.prompt_version,
+                items=trace_items(evaluation, row_tags),
+                progress=trace_progress,
+            ),
         )
     record_verdict(registry, candidate, run_id, verdict, gate_tags(report))
     write_version_page(
@@ -139,21 +151,47 @@ def log_evaluation(
     return run_id
 
 
+_RECORD_FIELDS = frozenset(
+    ("evalset", "id", "inputs", "output", "reference")
+    + ("prompt_tokens", "output_tokens", "latency_s", "ttft_s")
+)
+
+
+def trace_items(
+    evaluation: Evaluation, row_tags: Mapping[tuple[str, str], list[str]]
+) -> Iterator[dict[str, Any]]:
+    """The item records on disk as MLflow evaluation items, one chunk in memory at a time: scores
+    become assessments, the guard's verdicts labels, the reference an expectation."""
+    for chunk in evaluation.items.chunks(500):
+        for rec in chunk:
+            scores = {
+                k: v
+                for k, v in rec.items()
+                if k not in _RECORD_FIELDS and not k.startswith("guard_") and isinstance(v, int | float)
+            }
+            labels = {k: v for k, v in rec.items() if k in ("guard_prompt", "guard_response") and v}
+            yield {
+                **{k: rec.get(k) for k in ("evalset", "id", "output", "reference", "latency_s", "ttft_s")},
+                **{k: rec.get(k) for k in ("prompt_tokens", "output_tokens")},
+                "inputs": json.loads(rec["inputs"]) if rec.get("inputs") else {},
+                "scores": scores,
+                "labels": labels,
+                "tags": row_tags.get((rec["evalset"], rec["id"]), []),
+            }
+
+
 def release_report(
     spec: AppSpec,
-    evalsets: list[Evalset],
     candidate: Candidate,
     evaluation: Evaluation,
     report: GateReport,
     champion_source: str,
     champion_items: Mapping[str, Mapping[str, float]] | None,
+    row_tags: Mapping[tuple[str, str], list[str]],
 ) -> str:
     """``release_report.html``: the page a reviewer reads (gates, per-tag scores against the
     champion, the items where they disagree, distributions), built from the item records on disk
     chunk by chunk."""
-    row_tags = {
-        (ev.name, row.id): row.tags for ev in evalsets for chunk in ev.batches() for row in chunk if row.tags
-    }
     builder = ReleaseReportBuilder(
         champion_items=champion_items,
         row_tags=row_tags,

@@ -34,8 +34,23 @@ from llmrelease.mlflow_registry import (
     utc_now,
 )
 from llmrelease.store import redact_uri
+from llmrelease.tasks.promotion.pages import note_on_version
 
-__all__ = ["Intent", "Pointer", "finish_unfinished", "promote_version", "rollback", "recover"]
+__all__ = [
+    "Intent",
+    "Pointer",
+    "finish_unfinished",
+    "promote_version",
+    "rollback",
+    "recover",
+    "revert_champion",
+    "expected_champion",
+    "set_expected_champion",
+]
+
+EXPECTED = TAG + "champion_expected"
+"""Registered-model tag: the champion as the pipeline last set or accepted it (a promotion, a
+rollback, a rollout or signed override of a hand move). A hand move is reverted to it."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,7 @@ class Pointer:
 
 @dataclass
 class Intent:
-    op: Literal["promote", "rollback"]
+    op: Literal["promote", "rollback", "revert"]
     app: str
     champion: Pointer
     previous: Pointer | None
@@ -90,7 +105,7 @@ class Intent:
 
     def describe(self) -> str:
         before = f"v{self.champion_before.version}" if self.champion_before else "none"
-        what = "promotion of" if self.op == "promote" else "rollback to"
+        what = {"promote": "promotion of", "rollback": "rollback to", "revert": "revert to"}[self.op]
         return f"{what} v{self.champion.version} (champion before: {before}), started {self.started_at}"
 
 
@@ -117,6 +132,7 @@ def _apply(registry: MlflowRegistry, intent: Intent) -> None:
     for version, tags in intent.version_tags.items():
         registry.set_version_tags(app, version, tags)
     checkpoint("promote.tagged")
+    set_expected_champion(registry, app, intent.champion.version)
     registry.clear_intent(app)
     checkpoint("promote.done")
 
@@ -260,4 +276,70 @@ def rollback(registry: MlflowRegistry, app: str) -> tuple[VersionInfo, VersionIn
         )
         registry.write_intent(app, intent.to_dict())
         _apply(registry, intent)
+    for version, line in (
+        (champion.version, f"**rolled back**: champion is v{previous.version} again"),
+        (previous.version, f"restored as champion by a rollback from v{champion.version}"),
+    ):
+        if failed := note_on_version(registry, app, version, line):
+            notes.append(failed)
     return previous, champion, notes
+
+
+def set_expected_champion(registry: MlflowRegistry, app: str, version: str) -> None:
+    registry.set_model_tag(app, EXPECTED, version)
+
+
+def expected_champion(registry: MlflowRegistry, app: str, *, not_version: str) -> VersionInfo | None:
+    """The champion the pipeline last set or accepted, other than ``not_version`` (the version a
+    person just moved it to). Stores from before the tag existed: the version promoted, restored
+    or rolled out last, by the time its tag records."""
+    versions = {v.version: v for v in registry.versions(app)}
+    tagged = (registry.model_tags(app) or {}).get(EXPECTED)
+    if tagged and tagged != not_version and tagged in versions:
+        return versions[tagged]
+    stamps = [
+        (at, v.version)
+        for v in versions.values()
+        if v.version != not_version
+        for key in ("promoted_at", "restored_at", "rollout_at")
+        if (at := v.tags.get(TAG + key))
+    ]
+    return versions[max(stamps)[1]] if stamps else None
+
+
+def revert_champion(
+    registry: MlflowRegistry, app: str, moved: str, *, reason: str, record_run: str | None = None
+) -> tuple[VersionInfo | None, str]:
+    """champion (model and prompt) <- the expected champion, if ``champion`` is still ``moved``
+    (compare-and-set: a later move, by a person or a release, is not undone). All or nothing, like
+    a promotion. Returns (the version restored or None, what happened)."""
+    from llmrelease.runtime import process_owner
+
+    with app_lock(registry.tracking_uri, app):
+        unfinished = finish_unfinished(registry, app)
+        current = registry.alias(app, CHAMPION)
+        if current is None or current.version != moved:
+            now = f"v{current.version}" if current else "unset"
+            return None, f"not reverted: champion is {now} by now, not v{moved}"
+        target = expected_champion(registry, app, not_version=moved)
+        if target is None:
+            return None, f"not reverted: no champion before v{moved} to go back to (flagged only)"
+        now = utc_now()
+        intent = Intent(
+            "revert",
+            app,
+            champion=Pointer(target.version, target.prompt_version),
+            previous=Pointer.of(registry.alias(app, PREVIOUS)),
+            champion_before=Pointer.of(current),
+            previous_before=Pointer.of(registry.alias(app, PREVIOUS)),
+            version_tags={
+                moved: {TAG + "reverted_at": now, TAG + "reverted_because": reason[:4900]}
+                | ({TAG + "revert_run": record_run} if record_run else {}),
+            },
+            started_at=now,
+            owner=process_owner(),
+        )
+        registry.write_intent(app, intent.to_dict())
+        _apply(registry, intent)
+    done = f"champion moved back from v{moved} to v{target.version}"
+    return target, done + (f" ({unfinished})" if unfinished else "")
