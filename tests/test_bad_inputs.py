@@ -144,7 +144,7 @@ def _spec_out_of_range(p: Path, _: Path) -> Expect:
 
 
 def _spec_bad_enum(p: Path, _: Path) -> Expect:
-    path = edit(p, REG / "model.yaml", "dtype: bfloat16", "dtype: int3")
+    path = edit(p, REG / "model.yaml", "dtype: auto", "dtype: int3")
     return Expect("model.yaml", line_of(path, "dtype: int3"), "engine.dtype", "bfloat16")
 
 
@@ -240,7 +240,7 @@ def _engine_extra_typed(p: Path, _: Path) -> Expect:
 
 
 def _engine_backend_unknown(p: Path, _: Path) -> Expect:
-    path = edit(p, REG / "model.yaml", "  dtype: bfloat16", "  backend: vllm-turbo\n  dtype: bfloat16")
+    path = edit(p, REG / "model.yaml", "  dtype: auto", "  backend: vllm-turbo\n  dtype: auto")
     return Expect("model.yaml", line_of(path, "vllm-turbo"), "engine.backend", "unknown engine backend")
 
 

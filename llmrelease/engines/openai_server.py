@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from llmrelease.engines.base import Measurement
+from llmrelease.engines.vllm_offline import vllm_dtype
 from llmrelease.specs import EngineSpec, SamplingSpec
 
 __all__ = ["VllmServer", "ServerError", "get_server", "stop_servers", "stream_chat", "request_body"]
@@ -49,7 +50,7 @@ def server_args(
         "--served-model-name", name,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--dtype", engine.dtype,
+        "--dtype", vllm_dtype(engine.dtype),
         "--seed", str(engine.seed),
         "--enable-prompt-tokens-details",  # cached prompt tokens in every response's usage
         "--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching",

@@ -21,14 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress
+from llmrelease.engines.dtype import dtype_bits, resolve_dtype
 from llmrelease.specs import EngineSpec, ModelSpec, SamplingSpec
 
-__all__ = ["VllmEngine", "get_engine", "clear_engines", "sampling_params", "load_engine"]
+__all__ = ["VllmEngine", "get_engine", "clear_engines", "sampling_params", "load_engine", "vllm_dtype"]
 
 _CACHE: OrderedDict[str, VllmEngine] = OrderedDict()
 _LOCK = threading.Lock()
 _MAX_ENGINES = int(os.environ.get("LLMRELEASE_MAX_ENGINES", "2"))
 _ATEXIT_REGISTERED = False
+
+
+def vllm_dtype(name: str) -> str:
+    """The ``--dtype`` vLLM gets for a spec's dtype on this host (:mod:`.dtype`)."""
+    import torch
+
+    return resolve_dtype(name, accelerator=torch.cuda.is_available())
 
 
 class VllmEngine:
@@ -38,9 +46,10 @@ class VllmEngine:
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         from vllm import LLM
 
+        self.dtype = vllm_dtype(engine.dtype)
         kwargs: dict[str, Any] = {
             "model": str(model_dir),
-            "dtype": engine.dtype,
+            "dtype": self.dtype,
             "enforce_eager": engine.enforce_eager,
             "seed": engine.seed,
             # Per-request timestamps (first token) come from the engine's stats.
@@ -233,4 +242,5 @@ def load_engine(
         "engine.warm": float(warm),
         "engine.startup_s": 0.0 if warm else engine.startup_s,
         "engine.model_resolve_s": resolve_s,
+        "engine.dtype_bits": dtype_bits(engine.dtype),
     }

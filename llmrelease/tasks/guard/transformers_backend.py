@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmrelease.engines.dtype import cpu_has_bf16
+
 __all__ = ["TransformersGuard", "pick_device"]
 
 
@@ -28,22 +30,13 @@ def pick_device(device: str) -> str:
     return device
 
 
-def _cpu_has_bf16() -> bool:
-    """bf16 matmuls are fast only on CPUs with native bf16 units (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _dtype(name: str, device: str) -> Any:
     """``auto``: bfloat16 on an accelerator and on bf16-capable CPUs (3x faster than float32 for
     the stand-in guard on this project's CI machines), else float32."""
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if device == "cuda" or _cpu_has_bf16() else torch.float32
+        return torch.bfloat16 if device == "cuda" or cpu_has_bf16() else torch.float32
     return getattr(torch, name)
 
 
