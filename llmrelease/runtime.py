@@ -37,6 +37,9 @@ def configure(*, verbose: bool = False) -> None:
         "DO_NOT_TRACK": "1",
         # Prefect's in-process server: no telemetry heartbeat (it also fights the SQLite lock).
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Its first start migrates a fresh database; Prefect's 20 s default timed out on a busy
+        # 2-core box and failed the release as infrastructure.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "TOKENIZERS_PARALLELISM": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "VLLM_LOGGING_LEVEL": "INFO" if verbose else "ERROR",
