@@ -623,7 +623,9 @@ def test_a_hand_move_onto_the_rejected_version_is_reverted_once_unless_signed(
     from llmrelease.flows.on_alias import on_alias_flow
 
     gates = released / "registry" / APP / "gates.yaml"
-    gates.write_text(gates.read_text() + "\nmanual_champion: revert\n")
+    policy = gates.read_text()
+    assert "\nmanual_champion: flag" in policy  # the demo's, with its comment
+    gates.write_text(policy.replace("\nmanual_champion: flag", "\nmanual_champion: revert"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     registry = MlflowRegistry(server)
     rest = f"{server}/api/2.0/mlflow"
@@ -641,6 +643,7 @@ def test_a_hand_move_onto_the_rejected_version_is_reverted_once_unless_signed(
     assert registry.alias(APP, "champion").version == "3"
     # What the relay starts for MLflow's model_version_alias.created webhook.
     record = on_alias_flow(app=APP, alias="champion", version="3", delivery="d-1", project_dir=str(released))
+    assert record["policy"] == "revert", record  # read from the worker's gates.yaml
     assert record["kind"] == "reverted" and record["restored"] == "2", record
     assert registry.alias(APP, "champion").version == "2"
     assert registry.prompt_alias(APP, "champion") == 2  # the pair moved back together
