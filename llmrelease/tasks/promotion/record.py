@@ -30,7 +30,6 @@ __all__ = [
     "log_evaluation",
     "record_verdict",
     "version_verdict",
-
     "gate_metrics",
     "gate_tags",
     "score_part_tags",
