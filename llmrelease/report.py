@@ -9,6 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from llmrelease.tasks.reporting.version_page import guard_rates_text
+
 __all__ = [
     "gate_table",
     "plan_table",
@@ -177,11 +179,7 @@ def _duration(seconds: float) -> str:
 
 def guard_summary_line(guard: dict[str, Any]) -> str:
     """One line: flagged count, rates, time per item (markup)."""
-    rates = guard.get("rates", {})
-    summary = ", ".join(
-        f"{k.removeprefix('guard.').removesuffix('_rate').replace('_', ' ')} {v:.1%}"
-        for k, v in sorted(rates.items())
-    )
+    summary = guard_rates_text(guard.get("rates", {}))
     per_item = guard.get("s_per_item")
     timing = f"; {per_item:.3f} s per item" if per_item is not None else ""
     flagged = guard.get("flagged_count", 0)

@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "DESCRIPTION_LIMIT",
     "HISTORY_MARKER",
+    "guard_rates_text",
     "release_summary",
     "gate_markdown_table",
     "with_history",
@@ -82,13 +83,19 @@ def _stats_line(report: Mapping[str, Any]) -> str:
     return "Intervals: " + ", ".join(p for p in parts if p) + "."
 
 
+def guard_rates_text(rates: Mapping[str, float]) -> str:
+    """The guard summary's rates as one phrase (``prompt unsafe 0.0%, ...``): the CLI's outcome
+    panel and the version page say them the same way."""
+    return ", ".join(
+        f"{k.removeprefix('guard.').removesuffix('_rate').replace('_', ' ')} {v:.1%}"
+        for k, v in sorted(rates.items())
+    )
+
+
 def _guard_line(guard: Mapping[str, Any] | None) -> str | None:
     if not guard:
         return None
-    rates = ", ".join(
-        f"{k.removeprefix('guard.').removesuffix('_rate').replace('_', ' ')} {v:.1%}"
-        for k, v in sorted((guard.get("rates") or {}).items())
-    )
+    rates = guard_rates_text(guard.get("rates") or {})
     return f"**Guard:** {guard.get('flagged_count', 0)} item(s) flagged ({rates or 'no rates'})."
 
 
