@@ -24,6 +24,8 @@ __all__ = [
     "PromptSpec",
     "ModelSource",
     "EngineSpec",
+    "OPENAI_FIELDS",
+    "RAY_FIELDS",
     "SamplingSpec",
     "Pricing",
     "ModelSpec",
@@ -220,7 +222,37 @@ class EngineSpec(_Spec):
 
     backend: str = "vllm"
     """Generation backend, by name in ``llmrelease.engines.backends.ENGINE_BACKENDS`` (checked when
-    the app loads): ``vllm`` (offline batch, the default). The typed fields and ``extra`` below are vLLM's."""
+    the app loads): ``vllm`` (offline batch in the release's process, the default) or ``openai`` (an
+    OpenAI-compatible chat endpoint: ``base_url``; without one, vLLM's OpenAI server started for this
+    spec). The vLLM fields below (dtype ... extra) configure whichever vLLM llmrelease starts."""
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/@]+(/\S*)?$")
+    """``openai`` backend: the endpoint's base URL, e.g. ``http://vllm-router:8000/v1`` (a vLLM
+    server, llm-d, the vLLM production stack, a hosted API). Default: ``OPENAI_BASE_URL``; without
+    that, llmrelease starts ``vllm.entrypoints.openai.api_server`` for this spec on 127.0.0.1."""
+    served_model: str | None = Field(default=None, min_length=1)
+    """``openai`` backend: the model name the endpoint serves; default: its only model (``GET /models``)."""
+    api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """``openai`` backend: the environment variable that holds the endpoint's API key, sent as a
+    bearer token. The key itself never goes in a spec (specs live in Git), a log or MLflow."""
+    concurrency: int = Field(default=32, ge=1, le=4096)
+    """``openai`` backend: requests in flight at once (the endpoint's own scheduler batches them)."""
+    max_retries: int = Field(default=5, ge=0, le=50)
+    """``openai`` backend: retries of one request on 408/409/429/5xx or a dropped connection, with
+    exponential backoff (``Retry-After`` honoured). A request still failing then fails the release
+    (exit 4); finished chunks are kept, so running it again resumes."""
+    request_timeout_s: float = Field(default=600, gt=0)
+    """``openai`` backend: the longest one streamed request may take."""
+    ray_address: str | None = None
+    """``ray`` backend: the cluster to join (``ray://head:10001`` or ``auto``); default ``RAY_ADDRESS``,
+    else a local cluster on this machine."""
+    replicas: int = Field(default=2, ge=1, le=4096)
+    """``ray`` backend: vLLM engines, one per Ray actor; each chunk is split evenly across them."""
+    replica_resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
+    """``ray`` backend: what one replica reserves, in Ray's resource names (``CPU``, ``GPU``, custom)."""
+    replica_restarts: int = Field(default=3, ge=0, le=100)
+    """``ray`` backend: times a dead replica is restarted and its in-flight shard sent again."""
+    replica_startup_timeout_s: float = Field(default=900, gt=0)
+    """``ray`` backend: how long the replicas may take to load their engines."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length in tokens; lower it to save KV-cache memory."""
@@ -235,6 +267,38 @@ class EngineSpec(_Spec):
     extra: dict[str, Any] = Field(default_factory=dict)
     """Further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``), checked against
     vLLM's own argument names before anything is registered."""
+
+    @model_validator(mode="after")
+    def _backend_fields_need_their_backend(self) -> EngineSpec:
+        for backend, fields in (("openai", OPENAI_FIELDS), ("ray", RAY_FIELDS)):
+            # A field at its default is not misplaced: a full dump (a recorded spec) reads back.
+            misplaced = sorted(
+                f
+                for f in fields & self.model_fields_set
+                if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)
+            )
+            if self.backend != backend and misplaced:
+                raise ValueError(
+                    f"{', '.join(misplaced)}: read only by backend '{backend}' (this spec's backend is "
+                    f"'{self.backend}'); set backend: {backend}, or remove them"
+                )
+        return self
+
+    def vllm_fields(self) -> dict[str, Any]:
+        """What configures a vLLM engine or server (the identity of one llmrelease starts); how many
+        there are and where they run does not change an answer."""
+        return self.model_dump(mode="json", exclude={"backend", *OPENAI_FIELDS, *RAY_FIELDS})
+
+
+OPENAI_FIELDS = frozenset(
+    {"base_url", "served_model", "api_key_env", "concurrency", "max_retries", "request_timeout_s"}
+)
+"""EngineSpec fields only the ``openai`` backend reads."""
+
+RAY_FIELDS = frozenset(
+    {"ray_address", "replicas", "replica_resources", "replica_restarts", "replica_startup_timeout_s"}
+)
+"""EngineSpec fields only the ``ray`` backend reads."""
 
 
 class SamplingSpec(_Spec):
@@ -520,9 +584,7 @@ class Scorer(_Spec):
     @classmethod
     def _not_builtin(cls, name: str) -> str:
         if name in BUILTIN_ITEM_SCORES:
-            raise ValueError(
-                f"'{name}' is a score the pipeline writes itself; choose another scorer name"
-            )
+            raise ValueError(f"'{name}' is a score the pipeline writes itself; choose another scorer name")
         return name
 
     @field_validator("kind")

@@ -35,6 +35,8 @@ def test_the_spec_names_the_backend_the_evaluation_uses(project: Path, monkeypat
 
 def test_an_unknown_backend_is_refused_at_load_with_its_line(project: Path) -> None:
     _backend(project, "tgi")
-    with pytest.raises(InputError, match="unknown engine backend 'tgi'; available: vllm") as info:
+    with pytest.raises(
+        InputError, match="unknown engine backend 'tgi'; available: openai, ray, vllm"
+    ) as info:
         load_app(project, APP)
     assert info.value.field == "engine.backend" and info.value.line

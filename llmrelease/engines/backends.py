@@ -22,6 +22,8 @@ EngineFactory = Callable[[ModelSpec, Path, Path | None], tuple[Engine, dict[str,
 
 ENGINE_BACKENDS: dict[str, str] = {
     "vllm": "llmrelease.engines.vllm_offline:load_engine",
+    "openai": "llmrelease.engines.openai_http:load_engine",
+    "ray": "llmrelease.engines.ray_backend:load_engine",
 }
 """Backend name -> ``module:function`` of its factory."""
 

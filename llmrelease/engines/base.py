@@ -51,6 +51,11 @@ class Measurement:
     chunks: int = 0
     """Streamed content deltas: one per generated token except the end of sequence (a check on
     ``output_tokens``; re-tokenising the text is not, constrained decoding picks non-canonical pieces)."""
+    finish_reason: str | None = None
+    status: int | None = None
+    """The HTTP status when the server refused the request (``error`` is set); None otherwise."""
+    retry_after_s: float | None = None
+    """The refusal's ``Retry-After``, in seconds, when it gave one."""
 
     @property
     def tpot_s(self) -> float | None:

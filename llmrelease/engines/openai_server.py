@@ -176,6 +176,7 @@ async def stream_chat(
     parts: list[str] = []
     chunks = 0
     usage: dict[str, Any] = {}
+    finish_reason: str | None = None
     try:
         async with client.stream(
             "POST", f"{base_url.rstrip('/')}/chat/completions", json=body, headers=headers
@@ -191,6 +192,8 @@ async def stream_chat(
                     0,
                     0,
                     f"HTTP {resp.status_code}: {detail}",
+                    status=resp.status_code,
+                    retry_after_s=_retry_after(resp.headers.get("retry-after")),
                 )
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
@@ -200,6 +203,7 @@ async def stream_chat(
                     break
                 chunk = json.loads(data)
                 for choice in chunk.get("choices") or []:
+                    finish_reason = choice.get("finish_reason") or finish_reason
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         chunks += 1
@@ -221,7 +225,16 @@ async def stream_chat(
         int(usage.get("completion_tokens", 0)),
         None if usage else "no usage in the stream",
         chunks,
+        finish_reason,
     )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds; an HTTP date counts as unknown)."""
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None
 
 
 def run_async(coro: Any) -> Any:

@@ -69,6 +69,7 @@ def log_evaluation(
         "gate_policy": spec.gates.version,
         "items": str(sum(ev.size for ev in evalsets)),
         "engine_factory": candidate.engine_factory,
+        "engine_backend": spec.model.engine.backend,
     }
     verdict = version_verdict(candidate, report)
     tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
@@ -79,6 +80,7 @@ def log_evaluation(
     if candidate.notes:
         tags[TAG + "registration_notes"] = "\n".join(candidate.notes)[:4900]
     tags[TAG + "engine_factory"] = candidate.engine_factory
+    tags[TAG + "engine_backend"] = spec.model.engine.backend
     tags["mlflow.note.content"] = (
         f"Gate verdict: {report.decision.upper()}. Champion scores: {champion_source}."
     )
@@ -303,8 +305,7 @@ _SCORE_KEY = TAG + "score_parts."
 def score_part_tags(parts: dict[str, dict[str, str]]) -> dict[str, str]:
     """One run tag per evalset holding its score parts (compact JSON, well under MLflow's limit)."""
     return {
-        _SCORE_KEY + name: json.dumps(p, sort_keys=True, separators=(",", ":"))
-        for name, p in parts.items()
+        _SCORE_KEY + name: json.dumps(p, sort_keys=True, separators=(",", ":")) for name, p in parts.items()
     }
 
 

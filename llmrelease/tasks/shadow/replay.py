@@ -54,9 +54,7 @@ class Side:
 
     def server_key(self, model_dir: Path) -> str:
         """Sides with the same weights and engine arguments can share one server."""
-        return content_hash(
-            {"model_dir": str(model_dir), "engine": self.model.engine.model_dump(mode="json")}
-        )
+        return content_hash({"model_dir": str(model_dir), "engine": self.model.engine.vllm_fields()})
 
 
 @dataclass
