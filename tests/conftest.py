@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ def pytest_configure(config: pytest.Config) -> None:
     configure(verbose=False)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("PREFECT_API_URL", None)
+    # Module-scoped fixtures (which run releases before any test's own fixtures) checkpoint here,
+    # not in the user's cache; each test gets its own directory (_own_checkpoints).
+    os.environ["LLMRELEASE_CHECKPOINTS"] = tempfile.mkdtemp(prefix="llmrelease-checkpoints-")
 
 
 _WATCHED = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "LLMRELEASE_")
@@ -37,6 +41,13 @@ def _no_environment_leaks():
     assert after == before, f"the test left the environment changed: {before} -> {after}"
 
 
+@pytest.fixture(autouse=True)
+def _own_checkpoints(_no_environment_leaks, tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Generation checkpoints per test: a release one test killed must not be resumed by the next
+    test's release of the same specs (it would read the outputs back and never start the engine)."""
+    monkeypatch.setenv("LLMRELEASE_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
@@ -52,6 +63,8 @@ def _stop_engines_at_the_end():
         sys.modules["llmrelease.engines.vllm_offline"].clear_engines()
     if "llmrelease.engines.openai_server" in sys.modules:
         sys.modules["llmrelease.engines.openai_server"].stop_servers()
+    if "llmrelease.engines.ray_backend" in sys.modules:
+        sys.modules["llmrelease.engines.ray_backend"].shutdown()
 
 
 def copy_project(dest: Path, *, guard: bool = True, shadow: bool = True) -> Path:

@@ -149,15 +149,30 @@ def evaluate_task(
             of,
             result.metrics["sequential.time_saved_s"],
         )
+    info = result.engine_info
+    if "engine.warm" not in info:
+        engine = "not started: every chunk came from checkpoints"
+    elif info["engine.warm"]:
+        engine = "warm"
+    else:
+        engine = f"started in {info.get('engine.startup_s', 0):.0f}s"
     get_run_logger().info(
-        "generated %d items in %.1fs: %.0f output tokens/s (engine %s)",
+        "generated %d items in %.1fs: %.0f output tokens/s (%s, engine %s)",
         total,
         result.serving.wall_s,
         result.serving.tokens_per_s,
-        "warm"
-        if result.engine_info.get("engine.warm")
-        else f"started in {result.engine_info.get('engine.startup_s', 0):.0f}s",
+        spec.model.engine.backend,
+        engine,
     )
+    reused = int(info.get("checkpoint.items_reused", 0))
+    if reused:
+        get_run_logger().info(
+            "resumed: %d items (%d chunks) read back from checkpoints of an earlier, unfinished run; "
+            "%d generated now",
+            reused,
+            int(info.get("checkpoint.chunks_reused", 0)),
+            int(info.get("checkpoint.items_generated", 0)),
+        )
     return result
 
 
@@ -262,7 +277,7 @@ def log_task(
             advance(n - done)
             done = n
 
-        return log_evaluation(
+        run_id = log_evaluation(
             registry,
             spec,
             evalsets,
@@ -274,6 +289,8 @@ def log_task(
             champion_items=champion_items,
             trace_progress=written,
         )
+    evaluation.discard_checkpoints()  # the outputs are in MLflow now; until here a re-run resumes
+    return run_id
 
 
 @task(name="promote", cache_policy=NO_CACHE)

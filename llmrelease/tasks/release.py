@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 
-
 def guard_evaluation(
     spec: AppSpec,
     prompt: PromptSpec,
@@ -156,6 +155,7 @@ def champion_item_scores(
         model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
     )
     again = guard_evaluation(spec, prompt, evalsets, again)
+    again.discard_checkpoints()  # its scores are used now; a kill before this resumes it
     why = ", ".join(changed[:-1]) + " and " + changed[-1] if len(changed) > 1 else changed[0]
     return (
         again.scores.items,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from llmrelease.engines.backends import EngineFactory, backend_factory
-from llmrelease.engines.base import Engine, Generation, Messages, Progress, generate_chunks
+from llmrelease.engines.base import Engine, Generation, Messages, Progress
 from llmrelease.errors import InputError
 from llmrelease.specs import EvalsetRow, ModelSpec, PromptSpec
+from llmrelease.tasks.evaluation.checkpoints import (
+    ChunkStore,
+    ResumableGeneration,
+    generation_key,
+    open_store,
+)
 from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import ItemIds, ItemSpool, ScoreBuilder, Scores
 from llmrelease.tasks.evaluation.scoring import score_chunk
@@ -48,6 +53,12 @@ class Evaluation:
     """The shadow comparison (tasks.shadow.replay.ShadowResult) when the app has one and a champion."""
     sequential: SequentialMonitor | None = None
     """The gates watched on the stream (``statistics.sequential``), with their confidence sequences."""
+    checkpoints: ChunkStore | None = None
+    """Where this evaluation's chunks were checkpointed (discarded once its results are recorded)."""
+
+    def discard_checkpoints(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.discard()
 
 
 def load_engine(
@@ -84,13 +95,26 @@ def evaluate(
     progress: Progress | None = None,
     monitor: SequentialMonitor | None = None,
     shuffle_seed: int = 0,
+    checkpoints: bool = True,
 ) -> Evaluation:
     """Generate and score every row of ``evalsets`` in chunks. With a ``monitor`` (sequential
     gates), a watched evalset streams in a seeded random order and its remaining rows are skipped
-    once the monitor has decided all of its gates."""
-    engine, info = (engine_factory or default_engine_factory())(model, project_root, model_spec_path)
-    if progress is not None:
-        progress(0)  # the engine is ready: generation starts now
+    once the monitor has decided all of its gates. Finished chunks are checkpointed (see
+    :mod:`.checkpoints`): run again with the same inputs, only the missing chunks are generated."""
+    factory = engine_factory or default_engine_factory()
+    info: dict[str, float] = {}
+
+    def start_engine() -> Engine:
+        engine, started = factory(model, project_root, model_spec_path)
+        info.update(started)
+        if progress is not None:
+            progress(0)  # the engine is ready: generation starts now
+        return engine
+
+    store = _checkpoints(model, project_root, model_spec_path, factory) if checkpoints else None
+    generation = ResumableGeneration(
+        store, start_engine, model.sampling, response_schema=model.response_schema, progress=progress
+    )
     # The rows of each chunk wait here while the engine generates for it (at most two chunks).
     waiting: deque[tuple[Evalset, list[EvalsetRow]]] = deque()
     stopped: set[str] = set()
@@ -109,11 +133,7 @@ def evaluate(
     builders = {ev.name: ScoreBuilder() for ev in evalsets}
     spool = ItemSpool()
     serving = ServingStats()
-    t0 = last = time.perf_counter()
-    for batch in generate_chunks(
-        engine, conversations(), model.sampling, response_schema=model.response_schema, progress=progress
-    ):
-        last = time.perf_counter()
+    for batch in generation.run(conversations()):
         ev, rows = waiting.popleft()
         gens = batch.generations
         if len(gens) != len(rows):
@@ -130,7 +150,8 @@ def evaluate(
         spool.append(_records(ev.name, rows, gens, chunk_scores))
         if monitor is not None and monitor.update(ev.name, [r.id for r in rows], named):
             stopped.add(ev.name)
-    serving.wall_s = last - t0  # until the last output, not counting the last chunk's scoring
+    serving.wall_s = generation.wall_s  # until the last output, not counting the last chunk's scoring
+    info.update(generation.metrics())
     scores = Scores()
     item_ids = {}
     for name, builder in builders.items():
@@ -139,7 +160,33 @@ def evaluate(
     metrics = {**scores.aggregates, **serving_metrics(serving, model.pricing)}
     if monitor is not None:
         metrics.update(_sequential_metrics(monitor, evalsets, serving))
-    return Evaluation(serving, scores, metrics, spool, item_ids, info, sequential=monitor)
+    return Evaluation(serving, scores, metrics, spool, item_ids, info, sequential=monitor, checkpoints=store)
+
+
+def _checkpoints(
+    model: ModelSpec, project_root: Path, spec_path: Path | None, factory: EngineFactory
+) -> ChunkStore | None:
+    """The chunk store of this model's generations, for a real backend only: a test engine's
+    outputs are not the model's, and must never be read back as if they were."""
+    if factory is not load_engine:
+        return None
+    from llmrelease.engines.model_source import locate_source
+    from llmrelease.manifest import dir_digest
+
+    path, weights = locate_source(model.source, project_root=project_root, spec_path=spec_path)
+    if weights is None:
+        weights = dir_digest(path)
+    engine = model.engine
+    endpoint = None
+    if engine.backend == "openai":
+        base = engine.base_url or os.environ.get("OPENAI_BASE_URL")
+        endpoint = f"{base} {engine.served_model or ''}" if base else None
+    dtype = None
+    if endpoint is None:  # llmrelease runs vLLM here: what engine.dtype means on this host
+        from llmrelease.engines.vllm_offline import vllm_dtype
+
+        dtype = vllm_dtype(engine.dtype)
+    return open_store(generation_key(model, weights=weights, dtype=dtype, endpoint=endpoint))
 
 
 def _sequential_metrics(

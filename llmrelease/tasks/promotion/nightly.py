@@ -236,8 +236,14 @@ def check_champion(
     if any(same.values()):
         release_items = scores_from_json(registry.load_artifact_dict(run_id, "item_scores.json"))
 
-    now = evaluate(
-        model, prompt, evalsets, project_root=spec.root, engine_factory=engine_factory, progress=progress
+    now = evaluate(  # generated afresh: yesterday's checkpoints would hide today's drift
+        model,
+        prompt,
+        evalsets,
+        project_root=spec.root,
+        engine_factory=engine_factory,
+        progress=progress,
+        checkpoints=False,
     )
     now = guard_evaluation(spec, prompt, evalsets, now)
 
@@ -281,9 +287,7 @@ def _pairable(run_tags: dict[str, str], now: dict[str, dict[str, str]]) -> dict[
     then = recorded_score_parts(run_tags)
     if then is None:  # a release recorded before score parts: the row digest is all there is
         return {n: run_tags.get(TAG + f"evalset.{n}.digest") == p["rows"] for n, p in now.items()}
-    return {
-        n: n in then and all(then[n].get(k) == p[k] for k in _PAIRING_PARTS) for n, p in now.items()
-    }
+    return {n: n in then and all(then[n].get(k) == p[k] for k in _PAIRING_PARTS) for n, p in now.items()}
 
 
 def _drift_tag(report: DriftReport) -> str:
