@@ -494,6 +494,22 @@ def serve(
         str | None,
         typer.Option(help="The relay's URL as GitHub and MLflow reach it (a tunnel, a load balancer)."),
     ] = None,
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLMRELEASE_BACKEND_STORE_URI",
+            show_envvar=True,
+            help="Store of the MLflow server started here, e.g. postgresql://user:pw@host:5432/mlflow "
+            "(default: the project's SQLite store). Give a password through the variable, not the flag.",
+        ),
+    ] = None,
+    artifacts_destination: Annotated[
+        str | None,
+        typer.Option(
+            help="Artifacts of the MLflow server started here, e.g. s3://bucket/mlflow (with the usual "
+            "AWS variables, and MLFLOW_S3_ENDPOINT_URL for an S3-compatible store).",
+        ),
+    ] = None,
     prefect_file: Annotated[
         Path | None,
         typer.Option(
@@ -523,6 +539,8 @@ def serve(
         mlflow_uri=mlflow_uri,
         public_relay_url=public_relay_url,
         prefect_file=prefect_file,
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
     )
     stack = Stack(config, say=lambda line: out.print(f"[dim]{line}[/]"))
     stopping = False

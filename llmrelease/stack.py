@@ -50,6 +50,13 @@ class StackConfig:
     """An existing Prefect API (``http://host:4200/api``): no Prefect server is started."""
     mlflow_uri: str | None = None
     """An existing MLflow tracking server (``http://host:5000``): no MLflow server is started."""
+    backend_store_uri: str | None = field(default=None, repr=False)
+    """The started MLflow server's store (``postgresql://user:pw@host/db``; may hold a password, so
+    it goes to the server in its environment, never on its command line or in a log). Default: the
+    project's SQLite store, the one the CLI uses."""
+    artifacts_destination: str | None = None
+    """Where the started MLflow server keeps artifacts (``s3://bucket/prefix``; with
+    ``MLFLOW_S3_ENDPOINT_URL`` for an S3-compatible store). Default: ``<project>/.llmrelease/artifacts``."""
     public_relay_url: str | None = None
     """How MLflow reaches the relay, when not at host:relay_port (a tunnel, another host)."""
     prefect_file: Path | None = None
@@ -190,17 +197,16 @@ class Stack:
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             # Webhook secrets are stored encrypted; a fixed key lets a restarted server read them.
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": _secret_file(c.home / "mlflow-webhook-key", _fernet_key),
+            # Read by `mlflow server` from its environment: a database password stays off `ps`.
+            "MLFLOW_BACKEND_STORE_URI": c.backend_store_uri or f"sqlite:///{store / 'mlflow.db'}",
+            "MLFLOW_ARTIFACTS_DESTINATION": c.artifacts_destination or str(store / "artifacts"),
         }
         self._spawn(
             "mlflow-server",
-            [
-                str(_BIN / "mlflow"), "server",
-                "--host", c.host, "--port", str(c.mlflow_port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination", str(store / "artifacts"),
-            ],
+            [str(_BIN / "mlflow"), "server", "--host", c.host, "--port", str(c.mlflow_port),
+             "--workers", "1"],  # fmt: skip
             mlflow_env,
-        )  # fmt: skip
+        )
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log = self.config.home / "logs" / f"{name}.log"

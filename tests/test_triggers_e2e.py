@@ -12,6 +12,7 @@ nightly schedule has scheduled runs; Ctrl-C stops every process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,27 +103,35 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     (project / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())
     git(project, "add", "-A")
     git(project, "commit", "-qm", "second app, deployments")
+    with running_stack(project) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def running_stack(project: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """``llmrelease serve`` for ``project`` on free ports until the block ends (then Ctrl-C)."""
     ports = {name: free_port() for name in ("prefect", "mlflow", "relay")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PREFECT_HOME=str(project.parent / "prefect-home"), COLUMNS="200")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    base.update(PREFECT_HOME=str(project.parent / "prefect-home"), COLUMNS="200", **(env or {}))
     proc = subprocess.Popen(
         [
             LLMRELEASE, "serve", "--project", str(project),
             "--prefect-port", str(ports["prefect"]),
             "--mlflow-port", str(ports["mlflow"]),
             "--relay-port", str(ports["relay"]),
+            *args,
         ],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
     )  # fmt: skip
     s = Stack(project, proc, ports)
-    deadline = time.monotonic() + 240
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        s.output.append(line)
-        if "llmrelease stack ready" in line or time.monotonic() > deadline:
-            break
-    assert "llmrelease stack ready" in "".join(s.output), "".join(s.output)
     try:
+        deadline = time.monotonic() + 240
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            s.output.append(line)
+            if "llmrelease stack ready" in line or time.monotonic() > deadline:
+                break
+        assert "llmrelease stack ready" in "".join(s.output), "".join(s.output)
         yield s
     finally:
         if proc.poll() is None:
