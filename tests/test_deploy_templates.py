@@ -18,3 +18,15 @@ def test_gpu_job_template_requests_gpus_and_defines_every_placeholder() -> None:
     [container] = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
     assert template["variables"]["properties"]["gpu_count"]["default"] >= 1
+
+
+def test_gpu_job_template_mounts_a_shared_checkpoints_volume() -> None:
+    """A lost pod's finished chunks must outlive it: the checkpoints live on a claim, not the pod."""
+    template = json.loads((REPO / "deploy" / "k8s-gpu-job-template.json").read_text())
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["checkpoints"] == "/var/lib/llmrelease/checkpoints"
+    [claim] = [v for v in pod["volumes"] if v["name"] == "checkpoints"]
+    assert claim["persistentVolumeClaim"]["claimName"] == "{{ checkpoints_claim }}"
+    assert template["variables"]["properties"]["checkpoints_claim"]["default"]
