@@ -3,6 +3,8 @@ against a vLLM OpenAI server the test starts, and a release killed (SIGKILL, a r
 through generation that resumes from its checkpoints. Both must give the offline engine's own
 per-item outputs under greedy decoding.
 
+The Ray tests run on a cluster of their own (`ray start --head`), joined through RAY_ADDRESS.
+
 The app is the demo without guard and shadow, on its first 24 tickets in chunks of 4 rows (6
 chunks): enough chunks to kill between, few enough items to keep the module to a few minutes.
 """
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,12 +142,47 @@ def test_a_release_killed_mid_generation_resumes_and_generates_only_the_missing_
     assert _chunks_on_disk(checkpoints) == 0  # recorded in MLflow: the checkpoints are gone
 
 
-def test_ray_backend_with_two_replicas_on_a_local_cluster_gives_the_offline_outputs(
-    offline: dict[str, str], tmp_path: Path, monkeypatch
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A Ray cluster of its own (``ray start --head``, 2 CPUs), joined through RAY_ADDRESS as a
+    worker of the ``release-ray`` deployment joins a real one; stopped with its replicas."""
+    from llmrelease.engines import ray_backend
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    # `ray start` turns on token authentication (ray 2.60), and a client must have RAY_AUTH_MODE=token
+    # before Ray is first imported (vLLM's import pulls Ray in, earlier in this session): this
+    # throwaway cluster on 127.0.0.1 runs without it. deploy/README says how a worker joins one with.
+    started = subprocess.run(
+        [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        ray_backend.shutdown()  # the replicas, and this process's connection
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ray_backend_with_two_replicas_on_a_ray_cluster_gives_the_offline_outputs(
+    offline: dict[str, str], ray_cluster: str, tmp_path: Path, monkeypatch
 ) -> None:
-    project = small_project(tmp_path / "p", backend="ray", replicas=2)
+    """The ``release-ray`` deployment's model spec (examples/support-triage/model.ray.yaml)."""
+    project = small_project(tmp_path / "p")
     monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", CHUNK)
-    _, out = release(project, "--prompt", str(project / BASELINE))
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
+    model = project / "examples" / APP / "model.ray.yaml"
+    _, out = release(project, "--prompt", str(project / BASELINE), "--model", str(model))
     assert out.get("run_id"), out
     assert outputs(project, out["run_id"]) == offline
     m = metrics(project, out["run_id"])
@@ -154,7 +192,7 @@ def test_ray_backend_with_two_replicas_on_a_local_cluster_gives_the_offline_outp
 
 
 def test_a_lost_ray_replica_is_restarted_and_costs_only_its_shard(
-    offline: dict[str, str], tmp_path: Path
+    offline: dict[str, str], ray_cluster: str, tmp_path: Path
 ) -> None:
     """Kill one replica's process (SIGKILL) while chunks are in flight: Ray restarts it, sends its
     shard again, and every output is still the offline engine's."""
