@@ -8,7 +8,15 @@ from typing import Any, Protocol
 
 from llmrelease.specs import SamplingSpec
 
-__all__ = ["Engine", "Generation", "GenerationBatch", "Measurement", "Progress", "generate_chunks"]
+__all__ = [
+    "Engine",
+    "Generation",
+    "GenerationBatch",
+    "Measurement",
+    "Progress",
+    "StreamingEngine",
+    "generate_chunks",
+]
 
 Messages = list[dict[str, str]]
 Progress = Callable[[int], None]
@@ -87,6 +95,34 @@ class Engine(Protocol):
         response_schema: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> GenerationBatch: ...
+
+
+class StreamingEngine:
+    """Base of engines whose real method is ``generate_stream`` (one batch per chunk, the next
+    chunk queued while the current one finishes): ``generate`` is a stream of one chunk."""
+
+    def generate_stream(
+        self,
+        chunks: Iterable[list[Messages]],
+        sampling: SamplingSpec,
+        *,
+        response_schema: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[GenerationBatch]:
+        raise NotImplementedError
+
+    def generate(
+        self,
+        conversations: list[Messages],
+        sampling: SamplingSpec,
+        *,
+        response_schema: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> GenerationBatch:
+        (batch,) = self.generate_stream(
+            [conversations], sampling, response_schema=response_schema, progress=progress
+        )
+        return batch
 
 
 def generate_chunks(

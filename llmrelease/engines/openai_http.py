@@ -33,7 +33,14 @@ from typing import Any
 
 import httpx
 
-from llmrelease.engines.base import Generation, GenerationBatch, Measurement, Messages, Progress
+from llmrelease.engines.base import (
+    Generation,
+    GenerationBatch,
+    Measurement,
+    Messages,
+    Progress,
+    StreamingEngine,
+)
 from llmrelease.errors import InfrastructureError, SpecError
 from llmrelease.specs import EngineSpec, ModelSpec, SamplingSpec
 
@@ -73,7 +80,7 @@ class RequestFailed(InfrastructureError):
     """One item's request failed after every retry (or was refused in a way a retry cannot fix)."""
 
 
-class OpenAIEngine:
+class OpenAIEngine(StreamingEngine):
     """Chat completions, streamed, at most ``concurrency`` in flight; results in input order."""
 
     def __init__(
@@ -97,19 +104,6 @@ class OpenAIEngine:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ Engine protocol
-    def generate(
-        self,
-        conversations: list[Messages],
-        sampling: SamplingSpec,
-        *,
-        response_schema: dict[str, Any] | None = None,
-        progress: Progress | None = None,
-    ) -> GenerationBatch:
-        (batch,) = self.generate_stream(
-            [conversations], sampling, response_schema=response_schema, progress=progress
-        )
-        return batch
-
     def generate_stream(
         self,
         chunks: Iterable[list[Messages]],

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress
+from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress, StreamingEngine
 from llmrelease.errors import InfrastructureError
 from llmrelease.specs import ModelSpec, SamplingSpec
 
@@ -104,7 +104,7 @@ def _pin(index: int, cpus: int) -> None:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
 
 
-class RayEngine:
+class RayEngine(StreamingEngine):
     """``replicas`` actors, each holding one vLLM engine; chunks sharded across them."""
 
     def __init__(self, actors: list[Any], *, startup_s: float, dtype: str) -> None:
@@ -112,19 +112,6 @@ class RayEngine:
         self.startup_s = startup_s
         self.dtype = dtype
         self._lock = threading.Lock()
-
-    def generate(
-        self,
-        conversations: list[Messages],
-        sampling: SamplingSpec,
-        *,
-        response_schema: dict[str, Any] | None = None,
-        progress: Progress | None = None,
-    ) -> GenerationBatch:
-        (batch,) = self.generate_stream(
-            [conversations], sampling, response_schema=response_schema, progress=progress
-        )
-        return batch
 
     def generate_stream(
         self,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress
+from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress, StreamingEngine
 from llmrelease.engines.dtype import dtype_bits, resolve_dtype
 from llmrelease.specs import EngineSpec, ModelSpec, SamplingSpec
 
@@ -39,7 +39,7 @@ def vllm_dtype(name: str) -> str:
     return resolve_dtype(name, accelerator=torch.cuda.is_available())
 
 
-class VllmEngine:
+class VllmEngine(StreamingEngine):
     def __init__(self, model_dir: Path, engine: EngineSpec) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -76,19 +76,6 @@ class VllmEngine:
         if engine_core is not None:
             with contextlib.suppress(Exception):  # best effort at shutdown
                 engine_core.shutdown()
-
-    def generate(
-        self,
-        conversations: list[Messages],
-        sampling: SamplingSpec,
-        *,
-        response_schema: dict[str, Any] | None = None,
-        progress: Progress | None = None,
-    ) -> GenerationBatch:
-        (batch,) = self.generate_stream(
-            [conversations], sampling, response_schema=response_schema, progress=progress
-        )
-        return batch
 
     def generate_stream(
         self,
