@@ -107,7 +107,21 @@ def test_discard_removes_the_chunks(tmp_path: Path) -> None:
     store = ChunkStore(tmp_path, "k" * 64)
     run(store, chunks(2), CountingEngine())
     store.discard()
-    assert store.chunks() == 0
+    assert store.chunks() == 0 and not store.dir.exists()
+
+
+def test_discard_leaves_the_chunks_of_another_release_of_the_same_model(tmp_path: Path) -> None:
+    """Two releases of one model with different prompts share the model's directory: the first to
+    finish must not delete what the other has generated (a kill of the other would lose it all)."""
+    mine, theirs = ChunkStore(tmp_path, "k" * 64), ChunkStore(tmp_path, "k" * 64)
+    data = chunks(4)
+    run(mine, data[:2], CountingEngine())
+    run(theirs, data[2:], CountingEngine())
+    mine.discard()
+    assert theirs.chunks() == 2
+    engine = CountingEngine()
+    texts, gen, _ = run(ChunkStore(tmp_path, "k" * 64), data[2:], engine)
+    assert engine.items == 0 and gen.reused_chunks == 2 and texts == expected(data[2:])
 
 
 def _model(**changes) -> ModelSpec:

@@ -88,6 +88,9 @@ class ChunkStore:
     def __init__(self, root: Path, key: str) -> None:
         self.root = root
         self.dir = root / key[:32]
+        self._touched: set[str] = set()
+        """The chunks this evaluation read or wrote: all that :meth:`discard` may remove, since
+        other releases of the same model (another prompt, or the same one at once) share the dir."""
 
     def chunk_key(self, conversations: list[Messages]) -> str:
         return _conversations_digest(conversations)
@@ -95,6 +98,7 @@ class ChunkStore:
     def load(self, chunk_key: str, items: int) -> tuple[list[Generation], float] | None:
         """The chunk's generations and generation time, or None (absent, unreadable, wrong size)."""
         path = self.dir / f"{chunk_key}.json"
+        self._touched.add(chunk_key)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != FORMAT or len(data["generations"]) != items:
@@ -106,6 +110,7 @@ class ChunkStore:
 
     def save(self, chunk_key: str, generations: list[Generation], wall_s: float) -> None:
         """Best effort: a full disk costs resumability, never the release."""
+        self._touched.add(chunk_key)
         data = {
             "format": FORMAT,
             "wall_s": wall_s,
@@ -146,7 +151,14 @@ class ChunkStore:
             return 0
 
     def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Remove this evaluation's chunks (not the ones other releases of the model are using),
+        and the directory once it is empty."""
+        for chunk_key in self._touched:
+            with contextlib.suppress(OSError):
+                (self.dir / f"{chunk_key}.json").unlink()
+        self._touched.clear()
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
 
 
 def prune(root: Path, *, max_age_s: float) -> None:
