@@ -228,6 +228,9 @@ def test_a_sigkilled_release_leaves_no_process_behind(tmp_path: Path) -> None:
         for k, v in os.environ.items()
         if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", ENV_MARKER, ENV_DISABLE)
     }
+    # vLLM's engine core in its own process, as on a GPU host (on CPU llmrelease keeps it in the
+    # release's process: engines/process_layout.py): the child that must not outlive the release.
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     log = (tmp_path / "release.log").open("w")
     release = subprocess.Popen(
         [*_cli(), "release", "support-triage", "--project", str(project)],

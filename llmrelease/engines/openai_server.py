@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from llmrelease.engines.base import Measurement
+from llmrelease.engines.process_layout import single_process_on_cpu
 from llmrelease.engines.vllm_offline import vllm_dtype
 from llmrelease.specs import EngineSpec, SamplingSpec
 
@@ -32,6 +33,12 @@ __all__ = ["VllmServer", "ServerError", "get_server", "stop_servers", "stream_ch
 
 class ServerError(RuntimeError):
     """The server did not come up (its log's tail is in the message)."""
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _free_port() -> int:
@@ -92,6 +99,7 @@ class VllmServer:
 
     def start(self, timeout_s: float = 300) -> str:
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        single_process_on_cpu(env, accelerator=_has_cuda())
         t0 = time.perf_counter()
         # A new session: stopping the server stops its engine-core children with it.
         with self._log_path.open("ab") as log:

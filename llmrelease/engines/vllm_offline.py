@@ -22,6 +22,7 @@ from typing import Any
 
 from llmrelease.engines.base import Generation, GenerationBatch, Messages, Progress, StreamingEngine
 from llmrelease.engines.dtype import dtype_bits, resolve_dtype
+from llmrelease.engines.process_layout import single_process_on_cpu
 from llmrelease.specs import EngineSpec, ModelSpec, SamplingSpec
 
 __all__ = ["VllmEngine", "get_engine", "clear_engines", "sampling_params", "load_engine", "vllm_dtype"]
@@ -44,6 +45,9 @@ class VllmEngine(StreamingEngine):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        import torch
+
+        single_process_on_cpu(os.environ, accelerator=torch.cuda.is_available())
         from vllm import LLM
 
         self.dtype = vllm_dtype(engine.dtype)
