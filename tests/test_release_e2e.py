@@ -198,6 +198,10 @@ def test_vllm_streams_chunks_in_order_and_leaves_the_engine_empty(history, share
     spec = load_app(shared, APP)
     engine, info = load_engine(spec.model, shared, spec.model_path)
     assert info["engine.warm"] == 1.0  # the session's engine, started by the history
+    import torch
+
+    if not torch.cuda.is_available():  # on CPU vLLM runs in this process: engines/process_layout.py
+        assert type(engine.llm.llm_engine.engine_core).__name__ == "InprocClient"
     # Distinct prompt lengths identify which conversation an output belongs to.
     convs = [spec.prompt.render({"ticket": "help " * n}) for n in range(1, 6)]
     kwargs = {"response_schema": spec.model.response_schema}

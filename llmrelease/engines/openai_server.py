@@ -35,12 +35,6 @@ class ServerError(RuntimeError):
     """The server did not come up (its log's tail is in the message)."""
 
 
-def _has_cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,7 +93,7 @@ class VllmServer:
 
     def start(self, timeout_s: float = 300) -> str:
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        single_process_on_cpu(env, accelerator=_has_cuda())
+        single_process_on_cpu(env)
         t0 = time.perf_counter()
         # A new session: stopping the server stops its engine-core children with it.
         with self._log_path.open("ab") as log:

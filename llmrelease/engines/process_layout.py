@@ -20,8 +20,13 @@ __all__ = ["VAR", "single_process_on_cpu"]
 VAR = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
-def single_process_on_cpu(env: MutableMapping[str, str], *, accelerator: bool) -> None:
-    """Ask vLLM for its single-process layout in ``env`` on a host without an accelerator, unless
-    the variable is already set there. Must run before vLLM reads its settings in that process."""
+def single_process_on_cpu(env: MutableMapping[str, str], *, accelerator: bool | None = None) -> None:
+    """Ask vLLM for its single-process layout in ``env`` on a host without an accelerator (CUDA as
+    torch sees it, unless ``accelerator`` says), unless the variable is already set there. Must run
+    before vLLM reads its settings in the process that gets ``env``."""
+    if accelerator is None:
+        import torch
+
+        accelerator = bool(torch.cuda.is_available())
     if not accelerator:
         env.setdefault(VAR, "0")

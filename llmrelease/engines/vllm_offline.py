@@ -45,9 +45,7 @@ class VllmEngine(StreamingEngine):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-        import torch
-
-        single_process_on_cpu(os.environ, accelerator=torch.cuda.is_available())
+        single_process_on_cpu(os.environ)
         from vllm import LLM
 
         self.dtype = vllm_dtype(engine.dtype)
