@@ -41,11 +41,30 @@ def _no_environment_leaks():
     assert after == before, f"the test left the environment changed: {before} -> {after}"
 
 
+@pytest.fixture(scope="session")
+def _session_generations(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shared-generations")
+
+
 @pytest.fixture(autouse=True)
-def _own_checkpoints(_no_environment_leaks, tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+def _own_checkpoints(
+    _no_environment_leaks,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Generation checkpoints per test: a release one test killed must not be resumed by the next
-    test's release of the same specs (it would read the outputs back and never start the engine)."""
-    monkeypatch.setenv("LLMRELEASE_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
+    test's release of the same specs (it would read the outputs back and never start the engine).
+
+    A test marked ``reuse_generations`` is about what happens around generation (promotion, crash
+    safety, triggers, stores, exit codes), not generation itself: it shares one kept checkpoint
+    directory with the other marked tests (``LLMRELEASE_KEEP_CHECKPOINTS``), so the demo's greedy
+    outputs are generated once per session and read back after (same key, same outputs)."""
+    if request.node.get_closest_marker("reuse_generations"):
+        monkeypatch.setenv("LLMRELEASE_CHECKPOINTS", str(request.getfixturevalue("_session_generations")))
+        monkeypatch.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
+    else:
+        monkeypatch.setenv("LLMRELEASE_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -124,6 +124,23 @@ def test_discard_leaves_the_chunks_of_another_release_of_the_same_model(tmp_path
     assert engine.items == 0 and gen.reused_chunks == 2 and texts == expected(data[2:])
 
 
+def test_kept_checkpoints_survive_the_discard_and_serve_the_next_run(tmp_path: Path, monkeypatch) -> None:
+    """LLMRELEASE_KEEP_CHECKPOINTS: the candidate's chunks stay once its run is logged, so running
+    the same candidate again (only its gates changed) reads them back instead of generating."""
+    monkeypatch.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
+    store = ChunkStore(tmp_path, "k" * 64)
+    data = chunks(2)
+    run(store, data, CountingEngine())
+    store.discard()
+    assert store.chunks() == 2
+    engine, again = CountingEngine(), ChunkStore(tmp_path, "k" * 64)
+    texts, gen, _ = run(again, data, engine)
+    assert engine.items == 0 and gen.reused_chunks == 2 and texts == expected(data)
+    monkeypatch.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "0")
+    again.discard()  # without the switch, the chunks a run read are removed as before
+    assert again.chunks() == 0
+
+
 def _model(**changes) -> ModelSpec:
     raw = {
         "version": "m",

@@ -212,6 +212,7 @@ def test_two_passing_releases_racing_for_promotion_one_wins_one_exits_3_every_ti
 
 
 @pytest.mark.e2e
+@pytest.mark.reuse_generations
 @pytest.mark.timeout(900)
 def test_a_real_release_killed_between_the_model_and_the_prompt_alias_is_completed_by_the_next(
     tmp_path: Path,

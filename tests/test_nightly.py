@@ -200,6 +200,7 @@ def test_one_bad_app_does_not_stop_the_others(small_project: Path, tmp_path: Pat
 
 
 @pytest.mark.e2e
+@pytest.mark.reuse_generations  # the release's; the nightly never reads checkpoints
 def test_nightly_finds_no_drift_then_drift_after_the_labels_change(
     small_project: Path, tmp_path: Path, monkeypatch
 ) -> None:

@@ -95,7 +95,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+def stack(tmp_path_factory: pytest.TempPathFactory, _session_generations: Path):
     project = copy_project(tmp_path_factory.mktemp("stack") / "project", guard=False, shadow=False)
     # A second app that nothing in the pushes touches: it must not be released.
     shutil.copytree(project / "registry" / APP, project / "registry" / OTHER)
@@ -103,7 +103,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     (project / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())
     git(project, "add", "-A")
     git(project, "commit", "-qm", "second app, deployments")
-    with running_stack(project) as s:
+    # Not about generation: the session's kept generations of the demo serve the pushed release.
+    reuse = {"LLMRELEASE_CHECKPOINTS": str(_session_generations), "LLMRELEASE_KEEP_CHECKPOINTS": "1"}
+    with running_stack(project, env=reuse) as s:
         yield s
 
 

@@ -10,8 +10,10 @@ changes the key (a new prompt renders new conversations, another dtype, another 
 misses: a checkpoint can be stale only by not being found.
 
 Checkpoints are a cache, not a record: a write that fails is logged and skipped, an unreadable file
-is a miss, the candidate's are removed once its run is logged in MLflow, and directories untouched
-for ``LLMRELEASE_CHECKPOINT_TTL_DAYS`` (default 7) are removed by the next evaluation.
+is a miss, the candidate's are removed once its run is logged in MLflow (unless
+``LLMRELEASE_KEEP_CHECKPOINTS`` is set: then a re-run of the same candidate, say after only its gates
+changed, reads them back instead of generating), and directories untouched for
+``LLMRELEASE_CHECKPOINT_TTL_DAYS`` (default 7) are removed by the next evaluation.
 Where: ``LLMRELEASE_CHECKPOINTS`` (a directory, or ``off``), else ``<cache>/checkpoints``. On a
 cluster, point it at a volume every worker of a deployment mounts.
 """
@@ -34,7 +36,14 @@ from typing import Any
 from llmrelease.engines.base import Engine, Generation, GenerationBatch, Messages, Progress, generate_chunks
 from llmrelease.specs import ModelSpec, SamplingSpec, content_hash
 
-__all__ = ["ChunkStore", "ResumableGeneration", "checkpoint_root", "generation_key", "open_store"]
+__all__ = [
+    "ChunkStore",
+    "ResumableGeneration",
+    "checkpoint_root",
+    "generation_key",
+    "keep_checkpoints",
+    "open_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,12 @@ def checkpoint_root() -> Path | None:
     if raw.lower() in {"off", "0", "false", "no"}:
         return None
     return Path(raw).expanduser() if raw else cache_dir() / "checkpoints"
+
+
+def keep_checkpoints() -> bool:
+    """``LLMRELEASE_KEEP_CHECKPOINTS`` (1/true/yes): keep a candidate's chunks after its run is logged.
+    Off by default: the chunks are model outputs, and once in MLflow a copy on disk is only a cache."""
+    return os.environ.get("LLMRELEASE_KEEP_CHECKPOINTS", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def generation_key(model: ModelSpec, *, weights: str | None, dtype: str | None, endpoint: str | None) -> str:
@@ -152,7 +167,10 @@ class ChunkStore:
 
     def discard(self) -> None:
         """Remove this evaluation's chunks (not the ones other releases of the model are using),
-        and the directory once it is empty."""
+        and the directory once it is empty; nothing when ``LLMRELEASE_KEEP_CHECKPOINTS`` is set."""
+        if keep_checkpoints():
+            self._touched.clear()
+            return
         for chunk_key in self._touched:
             with contextlib.suppress(OSError):
                 (self.dir / f"{chunk_key}.json").unlink()
