@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +150,59 @@ def read_yaml(path: Path):
     from llmrelease.specfile import parse_yaml
 
     return parse_yaml(path.read_text(), path)[1]
+
+
+@dataclass(frozen=True)
+class DemoHistory:
+    project: Path
+    """The project the releases ran in; its store is <project>/.llmrelease. Tests that change
+    files or aliases work on a copy of it."""
+    steps: dict[str, tuple[int, dict[str, Any]]]
+    """By step (baseline, improved, regressed): the exit code and the ``--json`` outcome, with
+    ``aliases_after``: the model and prompt aliases right after that release."""
+
+
+@pytest.fixture(scope="session")
+def demo_history(tmp_path_factory: pytest.TempPathFactory) -> DemoHistory:
+    """The demo's three releases, once per session, with the guard and the shadow, through the CLI
+    on real vLLM, MLflow and Prefect: the baseline prompt (first champion), the few-shot prompt
+    (shadowed against it, promoted) and the regressed prompt (rejected). The release e2e tests and
+    the shadow e2e tests read what they left; each would otherwise run its own."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmrelease.cli import app
+
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
+    steps = {
+        "baseline": ["--prompt", str(project / "examples/support-triage/baseline.prompt.yaml")],
+        "improved": [],
+        "regressed": ["--prompt", str(project / "examples/support-triage/regressed.prompt.yaml")],
+    }
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        # Chunks of 40 rows: the 72 tickets and 16 red-team prompts stream through vLLM, scoring and
+        # the guard in several chunks (one of the guard's spans both evalsets), as 100k rows would.
+        mp.setenv("LLMRELEASE_CHUNK_ROWS", "40")
+        for name, extra in steps.items():
+            args = ["release", "support-triage", "--project", str(project), "--json", *extra]
+            result = CliRunner().invoke(app, args, catch_exceptions=False)
+            assert result.stdout.strip(), result.stderr
+            report = json.loads(result.stdout)
+            report["aliases_after"] = _aliases(project)
+            out[name] = (result.exit_code, report)
+    return DemoHistory(project, out)
+
+
+def _aliases(project: Path) -> dict[str, str | None]:
+    from llmrelease.mlflow_registry import MlflowRegistry
+
+    store = project / ".llmrelease"
+    reg = MlflowRegistry(f"sqlite:///{store / 'mlflow.db'}", artifact_root=(store / "artifacts").as_uri())
+    out: dict[str, str | None] = {}
+    for alias in ("champion", "challenger", "previous-champion"):
+        info = reg.alias("support-triage", alias)
+        out[alias] = info.version if info else None
+        out[f"prompt:{alias}"] = str(reg.prompt_alias("support-triage", alias) or "") or None
+    return out

@@ -52,8 +52,8 @@ def registry_for(project: Path) -> MlflowRegistry:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_project(tmp_path_factory.mktemp("e2e") / "project")
+def shared(demo_history) -> Path:
+    return demo_history.project
 
 
 @pytest.fixture
@@ -64,34 +64,10 @@ def after_history(history, shared: Path, tmp_path: Path) -> Path:
     return project
 
 
-def aliases(project: Path) -> dict[str, str | None]:
-    reg = registry_for(project)
-    out: dict[str, str | None] = {}
-    for alias in ("champion", "challenger", "previous-champion"):
-        info = reg.alias(APP, alias)
-        out[alias] = info.version if info else None
-        out[f"prompt:{alias}"] = str(reg.prompt_alias(APP, alias) or "") or None
-    return out
-
-
 @pytest.fixture(scope="module")
-def history(shared: Path) -> dict[str, tuple[int, dict[str, Any]]]:
-    """The demo's three releases, with the aliases as they stood right after each one."""
-    steps = {
-        "baseline": ["--prompt", str(shared / BASELINE)],
-        "improved": [],
-        "regressed": ["--prompt", str(shared / REGRESSED)],
-    }
-    out = {}
-    with pytest.MonkeyPatch.context() as mp:
-        # Chunks of 40 rows: the 72 tickets and 16 red-team prompts stream through vLLM, scoring and
-        # the guard in several chunks (one of the guard's spans both evalsets), as 100k rows would.
-        mp.setenv("LLMRELEASE_CHUNK_ROWS", "40")
-        for name, extra in steps.items():
-            code, report = release(shared, *extra)
-            report["aliases_after"] = aliases(shared)
-            out[name] = (code, report)
-    return out
+def history(demo_history) -> dict[str, tuple[int, dict[str, Any]]]:
+    """The demo's three releases (tests/conftest.py), with the aliases right after each one."""
+    return demo_history.steps
 
 
 def test_first_release_becomes_champion_with_absolute_gates_only(history, shared: Path) -> None:
@@ -432,6 +408,7 @@ def test_model_from_a_local_hf_directory(history, shared: Path, after_history: P
     assert reg.client.get_run(out["run_id"]).data.metrics["engine.warm"] == 1.0
 
 
+@pytest.mark.reuse_generations
 def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
     # The history covers the guard and the shadow steps; this is about the command's story and output.
     project = copy_project(tmp_path / "demo", guard=False, shadow=False)
@@ -443,6 +420,7 @@ def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
     assert reg.alias(APP, "challenger").version == "3"
 
 
+@pytest.mark.reuse_generations
 def test_artifacts_on_s3_through_a_real_s3_api(tmp_path: Path, s3, monkeypatch) -> None:
     """MLflow artifacts of a release in an S3 bucket (moto's S3 server on 127.0.0.1), as in production
     with LLMRELEASE_ARTIFACT_ROOT=s3://bucket/prefix and MLFLOW_S3_ENDPOINT_URL for S3-compatible stores."""

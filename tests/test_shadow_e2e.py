@@ -1,10 +1,12 @@
 """Shadow comparison end to end: real vLLM OpenAI-compatible server on 127.0.0.1 with the packaged
 model (champion and candidate share it: only the prompt differs), traffic from a local file and from
-a real S3 API (moto server), real MLflow and Prefect."""
+a real S3 API (moto server), real MLflow and Prefect. The releases are the session's demo history
+(tests/conftest.py), which the release e2e tests read too."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,6 @@ from tests.conftest import copy_project, read_yaml
 pytestmark = pytest.mark.e2e
 
 APP = "support-triage"
-BASELINE = "examples/support-triage/baseline.prompt.yaml"
 
 
 def cli(*args: str) -> tuple[int, dict[str, Any], str]:
@@ -28,16 +29,16 @@ def cli(*args: str) -> tuple[int, dict[str, Any], str]:
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """v1 (baseline prompt) champion, then v2 (few-shot) released with a shadow comparison."""
-    project = copy_project(tmp_path_factory.mktemp("shadow") / "project", guard=False)
-    code, first, err = cli("release", APP, "-p", str(project), "--prompt", str(project / BASELINE), "--json")
-    assert code == 0, err
+def released(demo_history, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """v1 (baseline prompt) champion, then v2 (few-shot) released with a shadow comparison: the
+    session's demo history (tests/conftest.py), in a private copy of its project and store."""
+    code, first = demo_history.steps["baseline"]
+    assert code == 0, first
     assert first["shadow"] is None  # no champion yet: nothing to shadow
     assert {g["name"]: g["verdict"] for g in first["report"]["gates"]}["shadow-cost"] == "skipped"
-    code, second, err = cli("release", APP, "-p", str(project), "--json")
-    assert second, err
-    return project, second
+    project = tmp_path_factory.mktemp("shadow") / "project"
+    shutil.copytree(demo_history.project, project)  # artifacts stay where the history wrote them
+    return project, demo_history.steps["improved"][1]
 
 
 def registry(project: Path) -> MlflowRegistry:
