@@ -152,6 +152,9 @@ def read_yaml(path: Path):
     return parse_yaml(path.read_text(), path)[1]
 
 
+HISTORY_CHUNK_ROWS = "40"
+
+
 @dataclass(frozen=True)
 class DemoHistory:
     project: Path
@@ -163,11 +166,12 @@ class DemoHistory:
 
 
 @pytest.fixture(scope="session")
-def demo_history(tmp_path_factory: pytest.TempPathFactory) -> DemoHistory:
+def demo_history(tmp_path_factory: pytest.TempPathFactory, _session_generations: Path) -> DemoHistory:
     """The demo's three releases, once per session, with the guard and the shadow, through the CLI
     on real vLLM, MLflow and Prefect: the baseline prompt (first champion), the few-shot prompt
     (shadowed against it, promoted) and the regressed prompt (rejected). The release e2e tests and
-    the shadow e2e tests read what they left; each would otherwise run its own."""
+    the shadow e2e tests read what they left; each would otherwise run its own. Chunks of 40 rows
+    (``HISTORY_CHUNK_ROWS``); the generations are kept in the session's shared directory."""
     import json
 
     from typer.testing import CliRunner
@@ -184,7 +188,10 @@ def demo_history(tmp_path_factory: pytest.TempPathFactory) -> DemoHistory:
     with pytest.MonkeyPatch.context() as mp:
         # Chunks of 40 rows: the 72 tickets and 16 red-team prompts stream through vLLM, scoring and
         # the guard in several chunks (one of the guard's spans both evalsets), as 100k rows would.
-        mp.setenv("LLMRELEASE_CHUNK_ROWS", "40")
+        mp.setenv("LLMRELEASE_CHUNK_ROWS", HISTORY_CHUNK_ROWS)
+        # Kept for the tests that release these candidates again (reuse_generations).
+        mp.setenv("LLMRELEASE_CHECKPOINTS", str(_session_generations))
+        mp.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
         for name, extra in steps.items():
             args = ["release", "support-triage", "--project", str(project), "--json", *extra]
             result = CliRunner().invoke(app, args, catch_exceptions=False)

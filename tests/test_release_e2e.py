@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from bench._project import drop_guard, drop_shadow
 from llmrelease.cli import app
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
-from tests.conftest import REPO, copy_project, read_yaml
+from tests.conftest import HISTORY_CHUNK_ROWS, REPO, copy_project, read_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -228,7 +228,9 @@ def test_worse_candidate_is_rejected_and_champion_unchanged(history, shared: Pat
     assert v3.tags["llmrelease.verdict"] == "failed"
 
 
-def test_unchanged_files_create_no_new_versions(history, shared: Path) -> None:
+@pytest.mark.reuse_generations
+def test_unchanged_files_create_no_new_versions(history, shared: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", HISTORY_CHUNK_ROWS)  # the history's chunks, read back
     reg = registry_for(shared)
     before = len(reg.versions(APP))
     code, out = release(shared)  # the champion's files, unchanged

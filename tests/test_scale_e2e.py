@@ -77,17 +77,21 @@ def test_openai_backend_against_a_running_vllm_server_gives_the_offline_outputs(
     offline: dict[str, str], tmp_path: Path, monkeypatch
 ) -> None:
     from llmrelease.engines.model_source import resolve_model_dir
-    from llmrelease.engines.openai_server import VllmServer
-    from llmrelease.specs import ModelSpec
+    from llmrelease.engines.openai_server import get_server
+    from llmrelease.specs import ModelSpec, content_hash
 
     spec = ModelSpec.model_validate(yaml.safe_load((REPO / "registry" / APP / "model.yaml").read_text()))
     model_dir = resolve_model_dir(spec.source, project_root=REPO)
-    with VllmServer(model_dir, spec.engine, name="triage-smollm2") as server:
-        base_url = server.start(timeout_s=600)
-        project = small_project(tmp_path / "p", backend="openai", base_url=base_url, concurrency=8)
-        monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", CHUNK)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test-key-not-a-secret-but-never-logged")
-        _, out = release(project, "--prompt", str(project / BASELINE))
+    # A vLLM OpenAI server already running for the spec: the one the session's shadow step started
+    # (same key as the shadow's), else one started here; the release reaches it by URL only.
+    key = content_hash({"model_dir": str(model_dir), "engine": spec.engine.vllm_fields()})
+    server, _ = get_server(
+        key, model_dir, spec.engine, name="triage-smollm2", prefix_caching=True, timeout_s=600
+    )
+    project = small_project(tmp_path / "p", backend="openai", base_url=server.base_url, concurrency=8)
+    monkeypatch.setenv("LLMRELEASE_CHUNK_ROWS", CHUNK)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test-key-not-a-secret-but-never-logged")
+    _, out = release(project, "--prompt", str(project / BASELINE))
     assert out.get("run_id"), out
     got = outputs(project, out["run_id"])
     assert got == offline
