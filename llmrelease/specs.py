@@ -847,6 +847,10 @@ class ShadowSpec(_Spec):
     """Start servers with prefix caching on (the report shows the hit rate and the saving)."""
     startup_timeout_s: float = Field(default=300, gt=0)
     """Seconds to wait for a started vLLM server to answer."""
+    skip_if_rejected: bool = True
+    """No replay for a candidate that has already failed a gate on its evaluation or guard: it is
+    rejected whatever the replay shows, and the replay costs a server's time. Its shadow gates are
+    reported as skipped, naming the gates that failed. ``false`` replays anyway, for the report."""
 
     @field_validator("time_scale")
     @classmethod

@@ -268,3 +268,40 @@ def test_the_gate_table_shows_bounds_holm_the_interval_method_and_what_would_dec
     assert "INCONCLUSIVE" in text and "~149 items" in text and "(lower bound), Wilson" in text
     assert "95% / Holm" in text and "Holm across 2 comparison gates" in text and "[90% CI]" in text
     assert max(len(line) for line in text.splitlines()) <= 120
+
+
+SHADOW_CATALOGUE = MetricCatalogue(
+    [
+        MetricDef("e.acc", "higher", True, "score", "scorer:exact_match"),
+        MetricDef("e.bad", "lower", True, "rate", "guard"),
+        MetricDef("shadow.cost_ratio", "lower", False, "ratio", "shadow"),
+    ]
+)
+WITH_SHADOW = policy(
+    {"name": "floor", "metric": "e.acc", "min": 0.3},
+    {"name": "ceiling", "metric": "e.bad", "max": 0.1},
+    {"name": "vs-champion", "metric": "e.acc", "max_regression": 0.05},
+    {"name": "shadow-cost", "metric": "shadow.cost_ratio", "max": 3.0},
+)
+
+
+def test_a_step_not_run_skips_its_gates_with_the_reason_and_changes_no_other_verdict() -> None:
+    cand, champ = [1, 0] * 40, [1, 1, 1, 0] * 20
+    agg = {"e.acc": float(np.mean(cand)), "e.bad": 0.0}
+    args = (WITH_SHADOW, agg, {"e.acc": items(cand)}, {"e.acc": items(champ)})
+    kwargs = {"catalogue": SHADOW_CATALOGUE, "champion_version": "1"}
+    missing = evaluate_gates(*args, **kwargs)  # the replay did not run and nobody said why
+    assert gate(missing, "shadow-cost").verdict == "fail"  # missing data fails closed
+    skipped = evaluate_gates(*args, **kwargs, not_run={"shadow": "not replayed: already failed"})
+    g = gate(skipped, "shadow-cost")
+    assert (g.verdict, g.evidence) == ("skipped", "not replayed: already failed")
+    others = [r for r in skipped.results if r.name != "shadow-cost"]
+    assert [(r.name, r.verdict, r.bound_adjusted) for r in others] == [
+        (r.name, r.verdict, r.bound_adjusted) for r in missing.results if r.name != "shadow-cost"
+    ]
+    assert skipped.decision == "fail"  # vs-champion failed
+    # A value that is there is judged, whatever not_run says.
+    present = evaluate_gates(
+        WITH_SHADOW, {**agg, "shadow.cost_ratio": 5.0}, *args[2:], **kwargs, not_run={"shadow": "x"}
+    )
+    assert gate(present, "shadow-cost").verdict == "fail"

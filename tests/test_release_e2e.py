@@ -220,12 +220,19 @@ def test_worse_candidate_is_rejected_and_champion_unchanged(history, shared: Pat
     assert out["status"] == "rejected"
     failed = {g["name"] for g in out["report"]["gates"] if g["verdict"] == "fail"}
     assert "category-accuracy-vs-champion" in failed
+    # Already rejected before the shadow step: no replay, and its gates say why (skip_if_rejected).
+    assert out["shadow"] is None and "shadow.cost_per_1k_requests_ratio" not in out["metrics"]
+    shadow_gates = [g for g in out["report"]["gates"] if g["name"].startswith("shadow-")]
+    assert shadow_gates and all(g["verdict"] == "skipped" for g in shadow_gates)
+    assert all("category-accuracy-vs-champion" in g["evidence"] for g in shadow_gates)
+    assert any(n.startswith("shadow: not replayed: the candidate had already failed") for n in out["notes"])
     after = out["aliases_after"]
     assert (after["champion"], after["prompt:champion"], after["previous-champion"]) == ("2", "2", "1")
     assert (after["challenger"], after["prompt:challenger"]) == ("3", "3")
     reg = registry_for(shared)
     v3 = next(v for v in reg.versions(APP) if v.version == "3")
     assert v3.tags["llmrelease.verdict"] == "failed"
+    assert "already failed" in reg.client.get_run(out["run_id"]).data.tags["llmrelease.not_run.shadow"]
 
 
 @pytest.mark.reuse_generations

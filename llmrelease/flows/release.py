@@ -85,8 +85,11 @@ def release(
         evaluation = evaluate_task(spec, evalsets)
         champion_items, champion_source = champion_scores_task(registry, spec, evalsets, candidate)
     evaluation = guard_task(spec, evalsets, quote(evaluation))
-    # ...and replay recorded production traffic through both, the way a shadow deployment would.
-    evaluation = shadow_task(registry, spec, candidate, quote(evaluation), traffic)
+    # ...and replay recorded production traffic through both, the way a shadow deployment would
+    # (unless a gate already failed: then the candidate is rejected whatever the replay shows).
+    evaluation = shadow_task(
+        registry, spec, candidate, quote(evaluation), traffic, quote(champion_items), evalsets
+    )
 
     # 4. Gate, record everything (challenger moves to the candidate with its verdict), and promote
     #    only if every gate passed and the champion is still the one it was compared with.
@@ -113,7 +116,12 @@ def release(
         run_id=run_id,
         report=report.to_dict(),
         metrics={**evaluation.metrics, **evaluation.engine_info},
-        notes=[*candidate.notes, f"champion scores: {champion_source}", note],
+        notes=[
+            *candidate.notes,
+            f"champion scores: {champion_source}",
+            *(f"{step}: {why}" for step, why in evaluation.not_run.items()),
+            note,
+        ],
         guard=guard_summary(evaluation.guard) if evaluation.guard is not None else None,
         shadow=shadow_summary(evaluation.shadow) if evaluation.shadow is not None else None,
     )

@@ -203,10 +203,17 @@ def shadow_task(
     candidate: Candidate,
     evaluation: Evaluation,
     sample: TrafficSample | None,
+    champion_items: Mapping[str, Mapping[str, float]] | None = None,
+    evalsets: list[Evalset] | None = None,
 ) -> Evaluation:
-    """Champion and candidate on the same recorded production requests, through the serving path."""
+    """Champion and candidate on the same recorded production requests, through the serving path;
+    not for a candidate already rejected by its other gates (``shadow.skip_if_rejected``)."""
     if spec.shadow is None or candidate.champion is None:
         return evaluation
+    skipped = steps.skip_shadow_if_rejected(spec, evaluation, champion_items, candidate, evalsets or [])
+    if skipped is not evaluation:
+        get_run_logger().info("shadow: %s", skipped.not_run["shadow"])
+        return skipped
     n = spec.shadow.traffic.n
     with progress_bar("shadow: replaying traffic", 2 * n, preparing="starting vLLM OpenAI server") as advance:
         first = True

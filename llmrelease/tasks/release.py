@@ -29,6 +29,7 @@ __all__ = [
     "release_specs",
     "version_side",
     "shadow_step",
+    "skip_shadow_if_rejected",
     "with_shadow",
     "guard_shadow_outputs",
     "champion_item_scores",
@@ -105,6 +106,30 @@ def shadow_step(
     if spec.guard is not None:
         guard_shadow_outputs(spec, result, champion)
     return result
+
+
+def skip_shadow_if_rejected(
+    spec: AppSpec,
+    evaluation: Evaluation,
+    champion_items: Mapping[str, Mapping[str, float]] | None,
+    candidate: Candidate,
+    evalsets: Sequence[Evalset] = (),
+) -> Evaluation:
+    """The evaluation marked "shadow not run" when a gate already fails without the replay (and
+    the shadow spec says ``skip_if_rejected``), else the evaluation as it was.
+
+    Safe for the verdict: one failed gate rejects the candidate, and a gate's verdict does not
+    depend on the shadow's gates (those are absolute bounds on aggregates, outside the Holm family
+    of comparisons), so the gates decided here are decided the same way at the end."""
+    if spec.shadow is None or candidate.champion is None or not spec.shadow.skip_if_rejected:
+        return evaluation
+    trial = dataclasses.replace(evaluation, not_run={**evaluation.not_run, "shadow": "not replayed"})
+    report = gate(spec, trial, champion_items, candidate, evalsets=evalsets)
+    failed = [r.name for r in report.results if r.verdict == "fail"]
+    if not failed:
+        return evaluation
+    why = f"not replayed: the candidate had already failed {', '.join(failed)} (shadow.skip_if_rejected)"
+    return dataclasses.replace(evaluation, not_run={**evaluation.not_run, "shadow": why})
 
 
 def with_shadow(evaluation: Evaluation, result: ShadowResult) -> Evaluation:
@@ -194,4 +219,5 @@ def gate(
         champion_version=candidate.champion.version if candidate.champion else None,
         clusters=clusters,
         sequential=evaluation.sequential,
+        not_run=evaluation.not_run,
     )

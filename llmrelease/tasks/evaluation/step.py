@@ -55,6 +55,9 @@ class Evaluation:
     """The gates watched on the stream (``statistics.sequential``), with their confidence sequences."""
     checkpoints: ChunkStore | None = None
     """Where this evaluation's chunks were checkpointed (discarded once its results are recorded)."""
+    not_run: dict[str, str] = field(default_factory=dict)
+    """Steps deliberately not run, by the producer of their metrics, with why (the shadow replay of
+    a candidate that had already failed a gate): their gates are skipped, not failed closed."""
 
     def discard_checkpoints(self) -> None:
         if self.checkpoints is not None:

@@ -396,8 +396,14 @@ def evaluate_gates(
     champion_version: str | None = None,
     clusters: Mapping[str, Mapping[str, str]] | None = None,
     sequential: SequentialMonitor | None = None,
+    not_run: Mapping[str, str] | None = None,
 ) -> GateReport:
     """Every gate's value, rule, bounds and verdict. With no champion, comparison gates are skipped.
+
+    ``not_run`` maps a producer whose step was deliberately not run (the shadow replay of a
+    candidate that had already failed a gate) to why: gates on its metrics are skipped with that
+    reason instead of failing closed on the missing value. Such gates never join the Holm family,
+    so every other gate's verdict is the same with or without them.
 
     ``clusters`` maps an evalset name to its item id -> cluster label (from the card's ``cluster``
     key); items of other evalsets are independent. ``sequential`` is the monitor that watched
@@ -429,6 +435,8 @@ def evaluate_gates(
                 f"'{gate.metric}' is not in the app's metric catalogue: its meaning is unknown",
                 {},
             )
+        elif value is None and not gate_items and metric.producer in (not_run or {}):
+            verdict = ("skipped", (not_run or {})[metric.producer], {})
         elif gate.kind == "absolute":
             if value is None and champion_items is None and metric.producer == "shadow":
                 verdict = ("skipped", "no champion yet: nothing to shadow", {})

@@ -81,6 +81,8 @@ def log_evaluation(
         tags[TAG + "registration_notes"] = "\n".join(candidate.notes)[:4900]
     tags[TAG + "engine_factory"] = candidate.engine_factory
     tags[TAG + "engine_backend"] = spec.model.engine.backend
+    for step, why in evaluation.not_run.items():  # e.g. llmrelease.not_run.shadow: which gates failed
+        tags[TAG + f"not_run.{step}"] = why[:4900]
     tags["mlflow.note.content"] = (
         f"Gate verdict: {report.decision.upper()}. Champion scores: {champion_source}."
     )
