@@ -550,6 +550,11 @@ def serve(
 
     import signal
 
+    # Ctrl-C must stop the stack even when its parent started it with SIGINT ignored or blocked
+    # (both are inherited across exec: a background job of a non-interactive shell, a test runner or
+    # supervisor that had SIGINT masked while it spawned us); Python would then never see it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _term)
     code = 0
     try:

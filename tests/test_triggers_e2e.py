@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,12 +112,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, _session_generations: Path):
 
 @contextlib.contextmanager
 def running_stack(project: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """``llmrelease serve`` for ``project`` on free ports until the block ends (then Ctrl-C)."""
+    """``llmrelease serve`` for ``project`` on free ports until the block ends (then Ctrl-C).
+
+    Started with SIGINT ignored, as a shell starts a background job (``trap '' INT`` then ``exec``:
+    the disposition survives exec): Ctrl-C must stop the stack all the same."""
     ports = {name: free_port() for name in ("prefect", "mlflow", "relay")}
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     base.update(PREFECT_HOME=str(project.parent / "prefect-home"), COLUMNS="200", **(env or {}))
     proc = subprocess.Popen(
         [
+            "sh", "-c", "trap '' INT; exec \"$@\"", "sh",
             LLMRELEASE, "serve", "--project", str(project),
             "--prefect-port", str(ports["prefect"]),
             "--mlflow-port", str(ports["mlflow"]),
@@ -134,6 +139,8 @@ def running_stack(project: Path, *args: str, env: dict[str, str] | None = None) 
             if "llmrelease stack ready" in line or time.monotonic() > deadline:
                 break
         assert "llmrelease stack ready" in "".join(s.output), "".join(s.output)
+        # Keep reading: a full pipe would block the stack's next print (and its Ctrl-C handling).
+        threading.Thread(target=lambda: s.output.extend(proc.stdout or ()), daemon=True).start()
         yield s
     finally:
         if proc.poll() is None:
@@ -254,7 +261,14 @@ def test_ctrl_c_stops_every_process(stack: Stack) -> None:
     assert len(pids) == 5  # prefect server, mlflow server, two workers, relay
     started = time.monotonic()
     stack.proc.send_signal(signal.SIGINT)
-    assert stack.proc.wait(timeout=60) == 0
+    try:
+        code = stack.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{stack.proc.pid}/status").read_text().splitlines()
+        signals = [line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt", "State"))]
+        tail = "".join(stack.output[-40:])
+        pytest.fail(f"serve still running 60 s after SIGINT; {signals}; output:\n{tail}")
+    assert code == 0, "".join(stack.output[-40:])
     print(f"\nstopped in {time.monotonic() - started:.1f} s")
     for pid in pids:
         with pytest.raises(ProcessLookupError):
