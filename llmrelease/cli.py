@@ -93,7 +93,9 @@ def _fail(exc: LLMReleaseError, as_json: bool = False) -> None:
 
         print(json.dumps(error_payload(exc), indent=2, default=str))
     label = "error: " if exc.exit_code != 4 else "error (infrastructure): "
-    err.print(Text(label, style="bold red") + Text(str(exc)), highlight=False)
+    # soft_wrap: no newline inserted at the console's width (80 when stderr is a pipe or a CI log):
+    # "path/to/model.yaml:13: field ..." stays one searchable, clickable line whatever its length.
+    err.print(Text(label, style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -575,7 +577,7 @@ def serve(
     except KeyboardInterrupt:
         stopping = True
     except LLMReleaseError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         code = exc.exit_code
     finally:
         # A second Ctrl-C (or the SIGTERM a supervisor sends after it) must not abort the clean-up
@@ -606,7 +608,7 @@ def relay(
     try:
         config = RelayConfig.from_env()
     except RuntimeError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
 
