@@ -649,7 +649,18 @@ def _no_release_past_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     def reached(*args: object, **kwargs: object) -> None:
         raise AssertionError("the plan accepted the input: the release went on to open the store")
 
+    # Where it is used too: a flow module imported for the first time while this patch is on would
+    # otherwise keep the patched function for the rest of the session (another test's release then
+    # fails here; seen when this module ran just before tests/test_exit_codes.py).
+    import llmrelease.flows.nightly
+    import llmrelease.flows.on_alias
+    import llmrelease.flows.release
+    import llmrelease.flows.shadow
+
     monkeypatch.setattr("llmrelease.store.resolve_store", reached)
+    flows = llmrelease.flows
+    for module in (flows.nightly, flows.on_alias, flows.release, flows.shadow):
+        monkeypatch.setattr(module, "resolve_store", reached)
     monkeypatch.delenv("LLMRELEASE_ENGINE_FACTORY", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
