@@ -421,6 +421,7 @@ def evaluate_gates(
             else stats
         )
     clusters = clusters or {}
+    not_run = not_run or {}
     closed: dict[int, GateResult] = {}
     pending: list[_Pending] = []
     for i, gate in enumerate(policy.gates):
@@ -435,8 +436,8 @@ def evaluate_gates(
                 f"'{gate.metric}' is not in the app's metric catalogue: its meaning is unknown",
                 {},
             )
-        elif value is None and not gate_items and metric.producer in (not_run or {}):
-            verdict = ("skipped", (not_run or {})[metric.producer], {})
+        elif value is None and not gate_items and metric.producer in not_run:
+            verdict = ("skipped", not_run[metric.producer], {})
         elif gate.kind == "absolute":
             if value is None and champion_items is None and metric.producer == "shadow":
                 verdict = ("skipped", "no champion yet: nothing to shadow", {})
