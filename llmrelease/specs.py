@@ -37,6 +37,8 @@ __all__ = [
     "EvalsetCard",
     "EvalsetRow",
     "TrafficRecord",
+    "ServedBy",
+    "Feedback",
     "TrafficSpec",
     "ShadowSpec",
     "GuardCategory",
@@ -605,6 +607,16 @@ class Scorer(_Spec):
         return self
 
 
+class HarvestSource(_Spec):
+    """Where a harvested evalset came from (``llmrelease harvest``)."""
+
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """sha256 of the rows file as the harvest wrote it (its name carries the first 16 digits)."""
+    source: str
+    """The traffic log it was harvested from."""
+    rows: int = Field(ge=0)
+
+
 class EvalsetCard(_Spec):
     """``evalsets/<app>/<name>.card.yaml``: what an evalset is and how its rows are scored."""
 
@@ -615,6 +627,9 @@ class EvalsetCard(_Spec):
     (jailbreaks, requests in hazard categories); the candidate passes when the app's guard judges its
     responses safe, so the app needs ``guard.yaml``, and scorers and references are optional."""
     scorers: list[Scorer] = Field(default_factory=list)
+    harvest: HarvestSource | None = None
+    """Set by ``llmrelease harvest`` on an evalset built from production feedback: the snapshot's
+    digest, which a release that uses it records (``llmrelease.evalset.<name>.harvest_digest``)."""
     cluster: str | None = Field(default=None, pattern=r"^(vars|meta)\.[A-Za-z_][A-Za-z0-9_]*$")
     """Where a row names the group it came from, when rows are not independent: ``vars.<name>``
     (a template variable, e.g. the conversation) or ``meta.<name>`` (a row's ``meta``, e.g. the source
@@ -771,8 +786,83 @@ class RecordedOutput(_Spec):
     ttft_s: float | None = Field(default=None, ge=0)
 
 
+class ServedBy(_Spec):
+    """Which release answered a request, as the serving side knew it. Versions given here are checked
+    against the registry; an alias alone is resolved from the pipeline's champion history by the
+    request's timestamp (``llmrelease.tasks.feedback.attribution``)."""
+
+    alias: str | None = Field(default=None, min_length=1)
+    """The alias the server resolved (``champion`` in the usual case)."""
+    model_version: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
+    """The registered model version (``models:/<app>@champion`` resolved to it)."""
+    prompt_version: int | None = Field(default=None, ge=1)
+    """The prompt version it was registered with."""
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _something(self) -> ServedBy:
+        if self.alias is None and self.model_version is None:
+            raise ValueError("give the 'alias' or the 'model_version' that answered (or leave 'served' out)")
+        if self.prompt_version is not None and self.model_version is None:
+            raise ValueError("'prompt_version' needs the 'model_version' it was served with")
+        return self
+
+
+FEEDBACK_SCORES = ("up", "down", 1, 2, 3, 4, 5)
+
+
+class Feedback(_Spec):
+    """What a user said about an answer. A score is negative when ``down`` or at most 2 of 5,
+    positive when ``up`` or at least 4; 3 of 5 is neutral."""
+
+    score: Literal["up", "down", 1, 2, 3, 4, 5] | None = None
+    """Thumbs (``up``/``down``) or a rating from 1 to 5."""
+    correction: str | dict[str, Any] | None = None
+    """The answer the user says was right: text, or a JSON object for an app with a response schema."""
+    reason: str | None = Field(default=None, max_length=2000)
+    """Free text: why the answer was wrong (or right)."""
+    tags: list[str] = Field(default_factory=list)
+    by: str | None = None
+    """Who gave it (a user id or role). Kept out of every snapshot: it only counts distinct givers."""
+    at: datetime | None = None
+    """When it was given (the request's time when absent)."""
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _score(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (v is not None and v not in FEEDBACK_SCORES):
+            raise ValueError("score must be 'up', 'down' or a whole number from 1 to 5")
+        return v
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v if v is None or v.tzinfo is not None else v.replace(tzinfo=UTC)
+
+    @model_validator(mode="after")
+    def _something(self) -> Feedback:
+        if self.score is None and self.correction is None:
+            raise ValueError("feedback needs a 'score' or a 'correction'")
+        return self
+
+    @property
+    def negative(self) -> bool:
+        """A correction says the answer was wrong even without a score."""
+        if self.score is None:
+            return True
+        return self.score == "down" or (isinstance(self.score, int) and self.score <= 2)
+
+    @property
+    def positive(self) -> bool:
+        return self.score == "up" or (isinstance(self.score, int) and self.score >= 4)
+
+
 class TrafficRecord(_Spec):
-    """One line of a traffic log: a recorded production request (see README: 'Shadow')."""
+    """One line of a traffic log: a recorded production request (see README: 'Shadow' and 'Feedback')."""
 
     id: str | None = None
     """Request id; the line number when absent."""
@@ -784,6 +874,11 @@ class TrafficRecord(_Spec):
     messages: list[Message] | None = None
     """Or the chat messages as sent: both sides get them as they are (compares models, not prompts)."""
     champion: RecordedOutput | None = None
+    trace_id: str | None = Field(default=None, min_length=1)
+    """The request's trace in the serving side's tracing (an MLflow trace id, for instance)."""
+    served: ServedBy | None = None
+    """Which release answered (see ServedBy); resolved from the champion history when absent."""
+    feedback: Feedback | None = None
 
     @model_validator(mode="after")
     def _vars_or_messages(self) -> TrafficRecord:

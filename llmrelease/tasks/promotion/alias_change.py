@@ -16,6 +16,7 @@ from typing import Any, Literal
 from llmrelease.locks import app_lock
 from llmrelease.manifest import TEST_ENGINE_VERDICT
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
+from llmrelease.tasks.promotion.champion_history import record_champion
 from llmrelease.tasks.promotion.pages import note_on_version
 from llmrelease.tasks.promotion.transaction import revert_champion, set_expected_champion
 
@@ -108,6 +109,8 @@ def record_alias_change(
     )
     with app_lock(registry.tracking_uri, app):  # never between a release's compare and its moves
         record.prompt_alias_synced = registry.sync_prompt_alias(app, CHAMPION, current)
+        # What served from now on, whatever the policy decides next (a revert is its own event).
+        record_champion(registry, app, version, current.prompt_version, op="hand_move", at=at)
     if record.prompt_alias_synced:
         record.notes.append(f"prompt alias '{CHAMPION}' moved to prompt v{current.prompt_version} to match")
     if kind == "override" and policy == "revert" and not record.signed:

@@ -34,6 +34,7 @@ from llmrelease.mlflow_registry import (
     utc_now,
 )
 from llmrelease.store import redact_uri
+from llmrelease.tasks.promotion.champion_history import record_champion
 from llmrelease.tasks.promotion.pages import note_on_version
 
 __all__ = [
@@ -133,6 +134,10 @@ def _apply(registry: MlflowRegistry, intent: Intent) -> None:
         registry.set_version_tags(app, version, tags)
     checkpoint("promote.tagged")
     set_expected_champion(registry, app, intent.champion.version)
+    record_champion(
+        registry, app, intent.champion.version, intent.champion.prompt_version,
+        op=intent.op, at=intent.started_at or utc_now(),
+    )  # fmt: skip
     registry.clear_intent(app)
     checkpoint("promote.done")
 
