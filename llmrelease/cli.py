@@ -474,6 +474,52 @@ def nightly(
     raise typer.Exit(code)
 
 
+@app.command()
+def harvest(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    traffic: Annotated[
+        str | None,
+        typer.Option(help="Traffic log with feedback (path or s3://). Default: shadow.yaml's source."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the snapshots go. Default: harvests/<app>/ in the project.")
+    ] = None,
+    skip_bad_lines: Annotated[
+        bool, typer.Option(help="List bad log lines and go on, instead of stopping at the first.")
+    ] = False,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Turn production feedback into data: a regression evalset (corrections as references, with
+    its card), an SFT set and a preference set, each named by its content digest, plus a summary
+    per served version. Every request is attributed to the model and prompt version that answered;
+    personal data is scrubbed. Records a harvest run; moves nothing. Review the evalset and copy it
+    to evalsets/<app>/ to gate releases on it."""
+    _quiet(verbose)
+    from llmrelease.flows.harvest import harvest_flow
+    from llmrelease.store import resolve_store
+
+    with _errors_reported(as_json, verbose, flows=True):
+        _known_app(project, app_name)
+        store = resolve_store(project, tracking_uri)
+        with store.exported():
+            result = harvest_flow(
+                app=app_name,
+                project_dir=str(project),
+                traffic=traffic,
+                out=str(out) if out else None,
+                on_bad_line="skip" if skip_bad_lines else "fail",
+            )
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        raise typer.Exit(0)
+    from llmrelease.report import harvest_report
+
+    harvest_report(result, report_console())
+
+
 PortOpt = Annotated[int, typer.Option(min=1, max=65535)]
 
 

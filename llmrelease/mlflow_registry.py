@@ -449,6 +449,35 @@ class MlflowRegistry:
             self.client.log_dict(run_id, record, path)
         return run_id
 
+    def log_snapshot_run(
+        self,
+        app: str,
+        *,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        metrics: dict[str, float],
+        datasets: list[tuple[Any, str, str, str]],
+        files: list[tuple[Path, str]],
+    ) -> str:
+        """A run that records data it built (a harvest): ``datasets`` as (Hugging Face dataset, name,
+        digest, context) run inputs, ``files`` as (local path, artifact directory)."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        with self._run(app, run_name, tags, params, metrics) as run_id:
+            inputs = [
+                DatasetInput(
+                    self._mlflow.data.from_huggingface(ds, name=name, digest=digest)._to_mlflow_entity(),
+                    [InputTag("mlflow.data.context", context)],
+                )
+                for ds, name, digest, context in datasets
+            ]
+            if inputs:
+                self.client.log_inputs(run_id, datasets=inputs)
+            for path, where in files:
+                self.client.log_artifact(run_id, str(path), where)
+        return run_id
+
     def log_item_traces(
         self,
         app: str,

@@ -379,6 +379,63 @@ def nightly_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def harvest_report(result: dict[str, Any], out: Console) -> None:
+    """Per served version: requests, feedback rate and negative share with 95% intervals, top
+    reasons; then what was written and what was left out."""
+    s = result["summary"]
+
+    def share(v: float | None, ci: list[float] | None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.1%}" + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
+
+    table = Table(title=f"feedback on {s['app']} by served version", header_style="bold")
+    for col in ("served", "requests", "feedback rate (95% CI)", "negative share (95% CI)", "top reasons"):
+        table.add_column(col)
+    for row in s["per_version"]:
+        reasons = "; ".join(f"{r} ({n})" for r, n in row["top_reasons"][:3]) or "-"
+        table.add_row(
+            row["served"],
+            str(row["requests"]),
+            share(row["feedback_rate"], row["feedback_rate_ci95"]),
+            share(row["negative_share"], row["negative_share_ci95"]),
+            reasons,
+        )
+    out.print(table)
+    att = s["attributed"]
+    if att["share"] is not None:
+        out.print(
+            f"{att['exact']} of {s['feedback']} feedback records ({att['share']:.0%}) attributed to an "
+            f"exact model and prompt version ({att['logged']} from the log, "
+            f"{att['history']} from the champion history)"
+        )
+    shown = 10  # the summary file lists every one
+    for u in s["unattributed"][:shown]:
+        out.print(f"  [yellow]unattributed[/] line {u['line']} ({u['id']}): {u['why']}", highlight=False)
+    if len(s["unattributed"]) > shown:
+        out.print(f"  ... and {len(s['unattributed']) - shown} more unattributed (see the summary file)")
+    for kind, items in s["left_out"].items():
+        for item in items[:shown]:
+            out.print(f"  [yellow]not in {kind}[/]: {item}", highlight=False)
+        if len(items) > shown:
+            out.print(f"  ... and {len(items) - shown} more left out of {kind} (see the summary file)")
+    if s["duplicates_dropped"]:
+        dropped = s["duplicates_dropped"]
+        out.print(f"{dropped} duplicate request(s) dropped (same normalised text; the latest kept)")
+    for kind, path in result["files"].items():
+        rows = s["snapshots"].get(kind, {}).get("rows")
+        count = f"  ({rows} rows)" if rows is not None and kind != "summary" else ""
+        out.print(f"{kind:>10}: {path}{count}", soft_wrap=True, highlight=False)
+    out.print(f"harvest run {result['run_id']} in {result['tracking_uri']}")
+    reg = result["files"].get("regression")
+    if reg and s["snapshots"]["regression"]["rows"]:
+        out.print(
+            "to gate releases on the regression evalset: review it, then copy it and its card into "
+            f"evalsets/{s['app']}/ and commit",
+            soft_wrap=True,
+        )
+
+
 def console() -> Console:
     """A console at least 120 columns wide when not on a terminal, so logs keep tables readable."""
     c = Console()

@@ -25,7 +25,7 @@ def test_every_deployment_entrypoint_is_a_flow(monkeypatch) -> None:
             required = set(flow.parameters.required or [])
             assert required <= set(trigger["parameters"]) | set(dep.get("parameters", {})), dep["name"]
         names.append(dep["name"])
-    assert {"release", "nightly", "on-push", "on-alias"} <= set(names)
+    assert {"release", "nightly", "harvest", "on-push", "on-alias"} <= set(names)
 
 
 def test_triggers_match_the_events_the_relay_posts() -> None:
