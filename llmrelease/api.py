@@ -12,10 +12,11 @@ registered), then runs the Prefect release flow against the resolved store and r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llmrelease.outcome import ReleaseOutcome
 
-__all__ = ["ReleaseOutcome", "release", "preflight"]
+__all__ = ["ReleaseOutcome", "release", "preflight", "harvest"]
 
 
 def preflight(
@@ -69,3 +70,35 @@ def release(
             allow_rolled_back=allow_rolled_back,
         )
     return ReleaseOutcome.from_dict(result, mlflow_ui=store.ui_command)
+
+
+def harvest(
+    app: str,
+    project: Path | str = ".",
+    *,
+    traffic: str | None = None,
+    traces: str | None = None,
+    out: Path | None = None,
+    skip_bad_lines: bool = False,
+    tracking_uri: str | None = None,
+    store_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Harvest ``app``'s production feedback (``traffic``, else its shadow spec's log; and/or the
+    traces, with their assessments, of the MLflow experiment ``traces``) into
+    content-addressed snapshots under ``out`` (default ``<project>/harvests/<app>``) and record a
+    harvest run. Returns the summary, the files written and the run id. Moves nothing."""
+    from llmrelease.flows.harvest import harvest_flow
+    from llmrelease.store import resolve_store
+
+    project = Path(project).resolve()
+    store = resolve_store(project, tracking_uri, store_dir=store_dir)
+    store.check_reachable()
+    with store.exported():
+        return harvest_flow(
+            app=app,
+            project_dir=str(project),
+            traffic=traffic,
+            traces=traces,
+            out=str(out) if out else None,
+            on_bad_line="skip" if skip_bad_lines else "fail",
+        )

@@ -482,6 +482,13 @@ def harvest(
         str | None,
         typer.Option(help="Traffic log with feedback (path or s3://). Default: shadow.yaml's source."),
     ] = None,
+    traces: Annotated[
+        str | None,
+        typer.Option(
+            help="Also read production traces and their assessments (mlflow.log_feedback / "
+            "log_expectation) from this MLflow experiment (name or id)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Where the snapshots go. Default: harvests/<app>/ in the project.")
     ] = None,
@@ -498,20 +505,19 @@ def harvest(
     personal data is scrubbed. Records a harvest run; moves nothing. Review the evalset and copy it
     to evalsets/<app>/ to gate releases on it."""
     _quiet(verbose)
-    from llmrelease.flows.harvest import harvest_flow
-    from llmrelease.store import resolve_store
+    from llmrelease import api
 
     with _errors_reported(as_json, verbose, flows=True):
         _known_app(project, app_name)
-        store = resolve_store(project, tracking_uri)
-        with store.exported():
-            result = harvest_flow(
-                app=app_name,
-                project_dir=str(project),
-                traffic=traffic,
-                out=str(out) if out else None,
-                on_bad_line="skip" if skip_bad_lines else "fail",
-            )
+        result = api.harvest(
+            app_name,
+            project,
+            traffic=traffic,
+            traces=traces,
+            out=out,
+            skip_bad_lines=skip_bad_lines,
+            tracking_uri=tracking_uri,
+        )
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         raise typer.Exit(0)

@@ -2,7 +2,10 @@
 
 1. the baseline prompt becomes the first champion (absolute gates only);
 2. the app's current prompt (few-shot) beats it and is promoted;
-3. a deliberately worse prompt is rejected by the gates and the champion stays.
+3. a deliberately worse prompt is rejected by the gates and the champion stays;
+
+then the demo log's user feedback (written for the demo) is harvested against the versions those
+releases registered: a regression evalset, an SFT set and a preference set.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from llmrelease.report import outcome_panel
 __all__ = ["run_demo", "DEMO_APP", "demo_project"]
 
 DEMO_APP = "support-triage"
+DEMO_LOG = "examples/support-triage/traffic.jsonl"
+"""The demo's production log: 51 requests, 34 with user feedback (written for the demo)."""
 STEPS = [
     ("first release: baseline prompt", "examples/support-triage/baseline.prompt.yaml", "promoted"),
     ("better candidate: few-shot prompt", None, "promoted"),
@@ -68,6 +73,11 @@ def run_demo(project: Path | None = None) -> int:
             f"{seconds:.0f}",
         )
         ok &= outcome.status == expected
+    console.print(Rule("[bold]from production back: the demo log's user feedback"))
+    from llmrelease.report import harvest_report
+
+    harvested = api.harvest(DEMO_APP, root, traffic=DEMO_LOG, out=store_dir / "harvests", store_dir=store_dir)
+    harvest_report(harvested, console)
     console.print(Rule())
     console.print(summary)
     console.print(f"MLflow store: {store_dir}")

@@ -434,6 +434,31 @@ class MlflowRegistry:
                 killed.append(run.info.run_id)
         return killed
 
+    def find_experiment(self, ref: str) -> str | None:
+        """An experiment's id from its name or id; None when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(ref)
+        if exp is None and ref.isdigit():
+            try:
+                exp = self.client.get_experiment(ref)
+            except MlflowException:
+                exp = None
+        return exp.experiment_id if exp is not None else None
+
+    def latest_run(self, app: str, *, kind: str) -> tuple[str, dict[str, str]] | None:
+        """(run id, tags) of the app's latest FINISHED run tagged ``llmrelease.kind = kind``."""
+        exp = self.client.get_experiment_by_name(experiment_name(app))
+        if exp is None:
+            return None
+        runs = self.client.search_runs(
+            [exp.experiment_id],
+            f"tags.`{TAG}kind` = '{kind}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return (runs[0].info.run_id, dict(runs[0].data.tags)) if runs else None
+
     def log_record(
         self,
         app: str,

@@ -342,6 +342,11 @@ def status_table(status: dict[str, Any]) -> Table:
         table.add_column(col, no_wrap=True)
     for row in status["aliases"]:
         metrics = "\n".join(f"{k} {v:.3f}" for k, v in sorted(row.get("metrics", {}).items()))
+        fb = row.get("feedback")
+        if fb:
+            lo, hi = fb["negative_share_ci95"]
+            # As narrow as the metric lines: the table does not wrap, a wider cell would squeeze the others.
+            metrics += f"\nusers: {fb['negative_share']:.0%} neg [{lo:.0%}-{hi:.0%}] n={fb['feedback']}"
         table.add_row(
             row["alias"],
             _v(row.get("version")),
@@ -370,6 +375,7 @@ def nightly_table(result: dict[str, Any]) -> Table:
                     if r.get("drifted") and r.get("delta") is not None
                 ),
                 *(f"gate {g['name']}" for g in rep.get("failed_gates", [])),
+                *([rep["feedback"]["text"]] if (rep.get("feedback") or {}).get("flagged") else []),
             ]
         )
         detail = detail or rep.get("error") or "; ".join(rep.get("notes", [])[:1]) or "-"
@@ -411,7 +417,8 @@ def harvest_report(result: dict[str, Any], out: Console) -> None:
         )
     shown = 10  # the summary file lists every one
     for u in s["unattributed"][:shown]:
-        out.print(f"  [yellow]unattributed[/] line {u['line']} ({u['id']}): {u['why']}", highlight=False)
+        where = f"line {u['line']} ({u['id']})" if u["line"] else f"trace {u['id']}"
+        out.print(f"  [yellow]unattributed[/] {where}: {u['why']}", highlight=False)
     if len(s["unattributed"]) > shown:
         out.print(f"  ... and {len(s['unattributed']) - shown} more unattributed (see the summary file)")
     for kind, items in s["left_out"].items():

@@ -652,15 +652,16 @@ def _no_release_past_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     # Where it is used too: a flow module imported for the first time while this patch is on would
     # otherwise keep the patched function for the rest of the session (another test's release then
     # fails here; seen when this module ran just before tests/test_exit_codes.py).
-    import llmrelease.flows.nightly
-    import llmrelease.flows.on_alias
-    import llmrelease.flows.release
-    import llmrelease.flows.shadow
+    import importlib
+    import pkgutil
+
+    import llmrelease.flows
 
     monkeypatch.setattr("llmrelease.store.resolve_store", reached)
-    flows = llmrelease.flows
-    for module in (flows.nightly, flows.on_alias, flows.release, flows.shadow):
-        monkeypatch.setattr(module, "resolve_store", reached)
+    for info in pkgutil.iter_modules(llmrelease.flows.__path__, "llmrelease.flows."):
+        module = importlib.import_module(info.name)
+        if hasattr(module, "resolve_store"):
+            monkeypatch.setattr(module, "resolve_store", reached)
     monkeypatch.delenv("LLMRELEASE_ENGINE_FACTORY", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 

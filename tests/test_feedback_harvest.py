@@ -80,10 +80,10 @@ def test_served_and_feedback_errors_name_the_line_and_field(tmp_path: Path) -> N
 def test_attribution_checks_the_log_against_the_registry_and_reads_the_history() -> None:
     registered = {"1": 1, "2": 2, "3": 3}
     history = [
-        ChampionEvent(_t("2026-11-16T00:00:00"), "1", 1, "promote"),
-        ChampionEvent(_t("2026-11-19T10:00:00"), "2", 2, "promote"),
-        ChampionEvent(_t("2026-11-21T00:00:00"), "3", 3, "hand_move"),
-        ChampionEvent(_t("2026-11-21T00:05:00"), "2", 2, "revert"),
+        ChampionEvent(_t("2026-11-16T00:00:00"), 1, "1", 1, "promote"),
+        ChampionEvent(_t("2026-11-19T10:00:00"), 2, "2", 2, "promote"),
+        ChampionEvent(_t("2026-11-21T00:00:00"), 3, "3", 3, "hand_move"),
+        ChampionEvent(_t("2026-11-21T00:05:00"), 4, "2", 2, "revert"),
     ]
 
     def at(served, when):
@@ -118,16 +118,18 @@ class _Tags:
         self.tags[key] = value
 
 
-def test_champion_history_appends_once_per_move_and_ignores_edited_tags() -> None:
+def test_champion_history_appends_once_per_move_keeps_write_order_and_ignores_edited_tags() -> None:
     reg = _Tags()
     record_champion(reg, APP, "1", 1, op="promote", at="2026-11-16T08:00:00+00:00")  # type: ignore[arg-type]
     record_champion(reg, APP, "1", 1, op="promote", at="2026-11-16T08:00:00+00:00")  # completed twice
     record_champion(reg, APP, "1", 1, op="hand_move", at="2026-11-16T08:00:05+00:00")  # its own webhook
-    record_champion(reg, APP, "2", 2, op="promote", at="2026-11-19T10:00:00+00:00")
+    record_champion(reg, APP, "3", 3, op="hand_move", at="2026-11-19T10:00:00+00:00")  # type: ignore[arg-type]
+    record_champion(reg, APP, "1", 1, op="revert", at="2026-11-19T10:00:00+00:00")  # same second  # type: ignore[arg-type]
     reg.tags["llmrelease.champion_history.garbage"] = "{not json"
     events = parse_events(reg.tags)
-    assert [(e.version, e.op) for e in events] == [("1", "promote"), ("2", "promote")]
+    assert [(e.version, e.op) for e in events] == [("1", "promote"), ("3", "hand_move"), ("1", "revert")]
     assert champion_at(events, _t("2026-11-18T00:00:00")).version == "1"
+    assert champion_at(events, _t("2026-11-19T10:00:00")).version == "1"  # the revert came after the move
     assert champion_at(events, _t("2026-11-15T00:00:00")) is None
 
 
@@ -188,3 +190,21 @@ def test_scrub_and_normalise() -> None:
     assert scrub("no personal data in order 88412") == "no personal data in order 88412"
     assert scrub("card 4111-1111-1111-1111, mail a.b@c.org") == "card <CREDIT_CARD>, mail <EMAIL_ADDRESS>"
     assert normalise("The App  crashes EVERY time!!") == normalise("the app crashes every time")
+
+
+def test_a_rise_in_negative_feedback_is_flagged_only_when_chance_does_not_explain_it() -> None:
+    from llmrelease.tasks.feedback.signal import compare_negative
+
+    def row(served: str, negative: int, feedback: int) -> dict:
+        return {"served": served, "negative": negative, "feedback": feedback}
+
+    # Fisher, one-sided, by hand: P(X >= 8) for 10 draws from 10 negatives among 20 ratings
+    # = (C(10,8)C(10,2) + C(10,9)C(10,1) + C(10,10)C(10,0)) / C(20,10) = 2126 / 184756.
+    rose = compare_negative(row("v2/prompt v2", 8, 10), row("v1/prompt v1", 2, 10))
+    assert rose.p_value == pytest.approx(2126 / 184756) and rose.flagged
+    assert "ROSE" in rose.text and "80% (8/10)" in rose.text
+    fell = compare_negative(row("v2/prompt v2", 2, 10), row("v1/prompt v1", 8, 10))
+    assert not fell.flagged and fell.p_value > 0.99
+    same = compare_negative(row("v2/prompt v2", 3, 6), row("v1/prompt v1", 2, 6))
+    assert not same.flagged  # 50% vs 33% on six ratings each: chance explains it
+    assert compare_negative(row("v2/prompt v2", 0, 0), row("v1/prompt v1", 2, 6)).p_value == 1.0

@@ -427,6 +427,11 @@ def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
     reg = MlflowRegistry(f"sqlite:///{project / '.llmrelease' / 'demo' / 'mlflow.db'}")
     assert reg.alias(APP, "champion").version == "2"
     assert reg.alias(APP, "challenger").version == "3"
+    # ...and from production back: the demo log's feedback, attributed to the versions just released.
+    assert "feedback on support-triage by served version" in out and "v2/prompt v2" in out
+    harvests = project / ".llmrelease" / "demo" / "harvests"
+    harvested = sorted(p.name.split("-")[0] for p in harvests.iterdir())
+    assert harvested == ["preference", "regression", "regression", "sft", "summary"]  # + the card
 
 
 @pytest.mark.reuse_generations

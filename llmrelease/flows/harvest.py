@@ -1,8 +1,9 @@
 """The harvest flow: production feedback -> versioned evalset, SFT and preference snapshots.
 
-Reads the app's traffic log, attributes every request to the model and prompt version that
-answered, writes the content-addressed snapshots and records a harvest run in MLflow. Moves no
-alias and changes no evalset: a person reviews the regression evalset and commits it.
+Reads the app's traffic log (and/or the production traces of an MLflow experiment), attributes
+every request to the model and prompt version that answered, writes the content-addressed
+snapshots and records a harvest run in MLflow. Moves no alias and changes no evalset: a person
+reviews the regression evalset and commits it.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ def harvest(
     app: str,
     *,
     traffic: str | None = None,
+    traces: str | None = None,
     out: Path | None = None,
     on_bad_line: str = "fail",
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     project = project.resolve()
     spec = load_app(project, app)
-    source = steps.traffic_source(spec, traffic)
+    source = steps.traffic_source(spec, traffic, traces=traces)
     store = resolve_store(project, tracking_uri)
     registry = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root)
-    result = steps.harvest_app(spec, registry, source, on_bad_line=on_bad_line)
+    result = steps.harvest_app(spec, registry, source, traces=traces, on_bad_line=on_bad_line)
     target = out if out is not None else steps.default_out(project, app)
     target = target if target.is_absolute() else project / target
     paths = steps.write_snapshots(result, target)
@@ -53,17 +55,18 @@ def harvest_flow(
     app: str,
     project_dir: str = ".",
     traffic: str | None = None,
+    traces: str | None = None,
     out: str | None = None,
     on_bad_line: str = "fail",
-    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Harvest ``app``'s production feedback into a regression evalset, an SFT set and a preference
-    set (content-addressed files) and record the harvest run. Moves nothing."""
+    set (content-addressed files) and record the harvest run. Moves nothing. The store comes from
+    the environment (``MLFLOW_TRACKING_URI``), never from a parameter: a URI may hold credentials."""
     return harvest(
         Path(project_dir),
         app,
         traffic=traffic,
+        traces=traces,
         out=Path(out) if out else None,
         on_bad_line=on_bad_line,
-        tracking_uri=tracking_uri,
     )

@@ -145,9 +145,13 @@ def build_harvest(
     scorers: list[Scorer],
     structured: bool,
     lines_read: int,
+    skipped: list[str] | None = None,
 ) -> Harvest:
-    """The three snapshots and the summary from the app's logged requests (in log order)."""
+    """The three snapshots and the summary from the app's logged requests (in log order).
+    ``skipped``: traces the reader could not use, listed in the summary."""
     left: dict[str, list[str]] = defaultdict(list)
+    if skipped:
+        left["traces"] = list(skipped)
     with_feedback = [r for r in requests if r.record.feedback is not None]
 
     # One row per request text: the latest feedback on it wins (a later correction revises an
@@ -166,7 +170,7 @@ def build_harvest(
     duplicates = len(with_feedback) - len(kept)
 
     def where(r: LoggedRequest) -> str:
-        return f"line {r.line} ({r.record.id})"
+        return f"line {r.line} ({r.record.id})" if r.line else f"trace {r.record.id}"
 
     def messages_of(r: LoggedRequest, *, note: bool = True) -> list[dict[str, str]] | None:
         """The chat the model saw, from the log or rendered with the served prompt version."""
@@ -342,7 +346,7 @@ def _summary(
         ][:5]
         versions.append(row)
     unattributed = [
-        {"line": r.line, "id": r.record.id, "why": r.attribution.why}
+        {"line": r.line or None, "id": r.record.id, "why": r.attribution.why}
         for r in with_feedback
         if not r.attribution.exact
     ]

@@ -9,7 +9,8 @@ from pathlib import Path
 from llmrelease.errors import InputError
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
 from llmrelease.project import AppSpec
-from llmrelease.specs import PromptSpec, Scorer, TrafficSpec
+from llmrelease.specs import PromptSpec, Scorer, TrafficRecord, TrafficSpec
+from llmrelease.store import redact_uri
 from llmrelease.tasks.feedback.attribution import attribute
 from llmrelease.tasks.feedback.harvest import Harvest, LoggedRequest, Render, build_harvest
 from llmrelease.tasks.promotion.champion_history import champion_history
@@ -24,37 +25,71 @@ def default_out(project: Path, app: str) -> Path:
     return project / "harvests" / app
 
 
-def traffic_source(spec: AppSpec, source: str | None) -> str:
-    """``--traffic`` or the shadow spec's log: the production traffic the app already replays."""
+def traffic_source(spec: AppSpec, source: str | None, *, traces: str | None = None) -> str | None:
+    """``--traffic`` or the shadow spec's log (the production traffic the app already replays); None
+    when the feedback comes from MLflow traces only."""
     if source:
         return source
-    if spec.shadow is None:
-        raise InputError(
-            f"app '{spec.name}' has no traffic log to harvest",
-            fix="pass --traffic PATH (or s3://bucket/key), "
-            "or add registry/<app>/shadow.yaml with traffic.source",
-        )
-    return spec.shadow.traffic.source
+    if spec.shadow is not None:
+        return spec.shadow.traffic.source
+    if traces:
+        return None
+    raise InputError(
+        f"app '{spec.name}' has no traffic log to harvest",
+        fix="pass --traffic PATH (or s3://bucket/key) or --traces EXPERIMENT, "
+        "or add registry/<app>/shadow.yaml with traffic.source",
+    )
 
 
 def read_requests(
-    spec: AppSpec, registry: MlflowRegistry, source: str, *, on_bad_line: str = "fail"
-) -> tuple[list[LoggedRequest], int]:
-    """Every request of the app in the log, attributed; and the number of lines read. Bad lines are
+    spec: AppSpec,
+    registry: MlflowRegistry,
+    source: str | None,
+    *,
+    traces: str | None = None,
+    on_bad_line: str = "fail",
+) -> tuple[list[LoggedRequest], int, list[str]]:
+    """Every request of the app in the log and/or the MLflow experiment's traces, attributed; the
+    number of log lines read; why traces (or their assessments) were left out. Bad log lines are
     reported with file, line and field (or skipped with ``on_bad_line='skip'``)."""
-    traffic = TrafficSpec(source=source, sample="first", n=MAX_REQUESTS, on_bad_line=on_bad_line)  # type: ignore[arg-type]
-    sample = read_traffic(traffic, spec.name, project_root=spec.root)
-    registered = {v.version: v.prompt_version for v in registry.versions(spec.name)}
+    versions = registry.versions(spec.name)
+    registered = {v.version: v.prompt_version for v in versions}
     history = champion_history(registry, spec.name)
-    requests = [
-        LoggedRequest(
-            rec,
-            sample.line_of(i) or 0,
-            attribute(rec.served, rec.timestamp, registered=registered, history=history),
+    logged: list[tuple[TrafficRecord, int]] = []
+    lines_read = 0
+    if source is not None:
+        traffic = TrafficSpec(source=source, sample="first", n=MAX_REQUESTS, on_bad_line=on_bad_line)  # type: ignore[arg-type]
+        sample = read_traffic(traffic, spec.name, project_root=spec.root)
+        logged = [(rec, sample.line_of(i) or 0) for i, rec in enumerate(sample.records)]
+        lines_read = sample.lines_read
+    skipped: list[str] = []
+    if traces is not None:
+        from llmrelease.tasks.feedback.mlflow_feedback import traces_as_records
+
+        experiment = registry.find_experiment(traces)
+        if experiment is None:
+            raise InputError(
+                f"no MLflow experiment '{traces}' in {redact_uri(registry.tracking_uri)}",
+                fix="--traces takes the name or id of the experiment the app's production traces go to",
+            )
+        models = {
+            v.tags[TAG + "logged_model_id"]: v.version
+            for v in versions
+            if v.tags.get(TAG + "logged_model_id")
+        }
+        found, skipped = traces_as_records(
+            registry.tracking_uri,
+            experiment,
+            spec.name,
+            variables=spec.prompt.variables,
+            logged_models=models,
         )
-        for i, rec in enumerate(sample.records)
+        logged += [(rec, 0) for rec in found]  # line 0: a trace, named by its id
+    requests = [
+        LoggedRequest(rec, line, attribute(rec.served, rec.timestamp, registered=registered, history=history))
+        for rec, line in logged
     ]
-    return requests, sample.lines_read
+    return requests, lines_read, skipped
 
 
 def _renderer(registry: MlflowRegistry, app: str) -> Render:
@@ -85,13 +120,24 @@ def _scorers(spec: AppSpec) -> list[Scorer]:
 
 
 def harvest_app(
-    spec: AppSpec, registry: MlflowRegistry, source: str, *, on_bad_line: str = "fail"
+    spec: AppSpec,
+    registry: MlflowRegistry,
+    source: str | None,
+    *,
+    traces: str | None = None,
+    on_bad_line: str = "fail",
 ) -> Harvest:
-    requests, lines_read = read_requests(spec, registry, source, on_bad_line=on_bad_line)
+    requests, lines_read, skipped = read_requests(
+        spec, registry, source, traces=traces, on_bad_line=on_bad_line
+    )
+    parts = [source] if source else []
+    if traces:
+        parts.append(f"mlflow traces of experiment '{traces}'")
     return build_harvest(
         spec.name,
         requests,
-        source=source,
+        source=" + ".join(parts),
+        skipped=skipped,
         render=_renderer(registry, spec.name),
         scorers=_scorers(spec),
         structured=spec.model.response_schema is not None,

@@ -4,15 +4,13 @@ MLflow keeps where an alias points now, not where it pointed last Tuesday. Produ
 arrives days after the answer it is about, and a log line often says only "the champion answered".
 To attribute it to an exact model and prompt version, every champion move the pipeline makes or
 sees (a promotion, a rollback, a revert, a hand move in the MLflow UI) is written as one tag on the
-registered model, ``llmrelease.champion_history.<time>.<op>.v<version>``, whose value names the
-model and prompt version. Tags are used because they are written in the same call as nothing else:
-an event is either there whole or not at all, and a move completed twice (by its owner and by
-whoever finishes its intent) writes the same key twice.
+registered model, ``llmrelease.champion_history.<seq>.<op>.v<version>``, whose value names the
+time, the model and the prompt version. A tag is written in one call: an event is either there
+whole or not at all.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,14 +27,13 @@ class ChampionEvent:
     """From ``at`` on, ``version`` (with ``prompt_version``) was champion, until the next event."""
 
     at: datetime
+    seq: int
+    """Write order: events are written under the app's lock, so two in the same second (a hand
+    move and its revert) keep their order."""
     version: str
     prompt_version: int | None
     op: str
     """``promote``, ``rollback``, ``revert`` (the pipeline's moves) or ``hand_move`` (seen in MLflow)."""
-
-
-def _key(at: datetime, op: str, version: str) -> str:
-    return f"{PREFIX}{at.strftime('%Y%m%dT%H%M%SZ')}.{op}.v{version}"
 
 
 def _time(text: str) -> datetime:
@@ -47,20 +44,22 @@ def _time(text: str) -> datetime:
 def record_champion(
     registry: MlflowRegistry, app: str, version: str, prompt_version: int | None, *, op: str, at: str
 ) -> None:
-    """Append one event, unless the last event before it already names the same champion (a
-    release's own promotion comes back as an alias webhook: one move, one event)."""
-    when = _time(at)
+    """Append one event, unless the latest one already names the same champion: a move completed
+    twice (by its owner and by whoever finishes its intent), or a release's own promotion coming
+    back as an alias webhook, is one event. Call it holding the app's lock."""
     events = champion_history(registry, app)
-    before = [e for e in events if e.at <= when]
-    if before and (before[-1].version, before[-1].prompt_version) == (version, prompt_version):
+    if events and (events[-1].version, events[-1].prompt_version) == (version, prompt_version):
         return
-    value = {"at": when.isoformat(), "version": version, "prompt_version": prompt_version, "op": op}
-    registry.set_model_tag(app, _key(when, op, version), json.dumps(value, sort_keys=True))
+    seq = max((e.seq for e in events), default=0) + 1
+    when = _time(at)
+    value = {"at": when.isoformat(), "seq": seq, "version": version, "prompt_version": prompt_version}
+    value["op"] = op
+    registry.set_model_tag(app, f"{PREFIX}{seq:06d}.{op}.v{version}", json.dumps(value, sort_keys=True))
 
 
 def parse_events(tags: dict[str, str]) -> list[ChampionEvent]:
-    """The events among a registered model's tags, oldest first; a tag that does not parse (edited by
-    hand) is left out rather than guessed at."""
+    """The events among a registered model's tags in the order they were written; a tag that does
+    not parse (edited by hand) is left out rather than guessed at."""
     events = []
     for key, raw in tags.items():
         if not key.startswith(PREFIX):
@@ -68,11 +67,12 @@ def parse_events(tags: dict[str, str]) -> list[ChampionEvent]:
         try:
             data = json.loads(raw)
             pv = data.get("prompt_version")
-            at, version, op = _time(data["at"]), str(data["version"]), str(data["op"])
-            events.append(ChampionEvent(at, version, int(pv) if pv else None, op))
+            prompt_version = int(pv) if pv else None
+            at, seq = _time(data["at"]), int(data.get("seq", 0))
+            events.append(ChampionEvent(at, seq, str(data["version"]), prompt_version, str(data["op"])))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
-    return sorted(events)
+    return sorted(events, key=lambda e: (e.seq, e.at))
 
 
 def champion_history(registry: MlflowRegistry, app: str) -> list[ChampionEvent]:
@@ -80,6 +80,9 @@ def champion_history(registry: MlflowRegistry, app: str) -> list[ChampionEvent]:
 
 
 def champion_at(events: list[ChampionEvent], when: datetime) -> ChampionEvent | None:
-    """The event in force at ``when`` (the last one at or before it); None before the first."""
-    i = bisect.bisect_right([e.at for e in events], when)
-    return events[i - 1] if i else None
+    """The event in force at ``when``: the last one written at or before it; None before the first."""
+    current = None
+    for e in events:  # in write order; a clock that stepped back does not reorder them
+        if e.at <= when:
+            current = e
+    return current

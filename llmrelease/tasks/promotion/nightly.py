@@ -21,11 +21,12 @@ from llmrelease.catalogue import MetricCatalogue
 from llmrelease.engines.base import Progress
 from llmrelease.errors import InputError, LLMReleaseError
 from llmrelease.manifest import guard_digest, score_parts
-from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
+from llmrelease.mlflow_registry import CHAMPION, PREVIOUS, TAG, MlflowRegistry, VersionInfo, utc_now
 from llmrelease.project import AppSpec
 from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import paired, records_table, scores_from_json, scores_to_json
 from llmrelease.tasks.evaluation.step import EngineFactory, evaluate
+from llmrelease.tasks.feedback.signal import check_feedback
 from llmrelease.tasks.gates.decisions import evaluate_gates
 from llmrelease.tasks.promotion.record import recorded_score_parts
 from llmrelease.tasks.release import guard_evaluation, release_specs
@@ -83,6 +84,9 @@ class DriftReport:
     items_now: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False)
     """Tonight's per-item scores: logged so the next night (or a person) can diff them."""
     digests_now: dict[str, str] = field(default_factory=dict, repr=False)
+    feedback: dict[str, Any] | None = None
+    """Production feedback: the champion's negative share vs the previous champion's on the latest
+    harvest (:mod:`llmrelease.tasks.feedback.signal`); a significant rise is drift."""
 
     @property
     def drifted(self) -> list[DriftRow]:
@@ -99,6 +103,7 @@ class DriftReport:
             "drifted_metrics": [r.metric for r in self.drifted],
             "failed_gates": self.failed_gates,
             "notes": self.notes,
+            "feedback": self.feedback,
         }
 
 
@@ -262,7 +267,17 @@ def check_champion(
         spec.gates, now.metrics, now.scores.items, None, catalogue=spec.catalogue, champion_version=None
     )
     failed = [asdict(r) for r in gates.failed]
-    status: DriftStatus = "drift" if failed or any(r.drifted for r in rows) else "ok"
+    previous = registry.alias(app, PREVIOUS)
+    feedback = check_feedback(
+        registry,
+        app,
+        (champion.version, champion.prompt_version),
+        (previous.version, previous.prompt_version) if previous is not None else None,
+    )
+    if feedback is not None:
+        notes.append(feedback.text)
+    rose = feedback is not None and feedback.flagged
+    status: DriftStatus = "drift" if failed or rose or any(r.drifted for r in rows) else "ok"
     return DriftReport(
         app,
         champion.version,
@@ -275,6 +290,7 @@ def check_champion(
         metrics_now={**now.metrics, **now.engine_info},
         items_now=now.scores.items,
         digests_now=digests,
+        feedback=feedback.to_dict() if feedback is not None else None,
     )
 
 
@@ -311,6 +327,12 @@ def log_drift(registry: MlflowRegistry, spec: AppSpec, report: DriftReport) -> s
     metrics["drift.detected"] = float(report.status == "drift")
     metrics["drift.metrics_count"] = float(len(report.drifted))
     metrics["gates.failed_count"] = float(len(report.failed_gates))
+    if report.feedback is not None:
+        fb = report.feedback
+        metrics["feedback.champion_negative_share"] = fb["champion_negative"] / fb["champion_feedback"]
+        metrics["feedback.previous_negative_share"] = fb["previous_negative"] / fb["previous_feedback"]
+        metrics["feedback.rise_p_value"] = fb["p_value"]
+        metrics["feedback.rose"] = float(fb["flagged"])
     tags = {
         TAG + "kind": "nightly",
         TAG + "model_version": report.champion_version,

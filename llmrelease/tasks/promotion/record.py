@@ -31,6 +31,7 @@ __all__ = [
     "record_verdict",
     "version_verdict",
     "gate_metrics",
+    "harvest_tags",
     "gate_tags",
     "score_part_tags",
     "recorded_score_parts",
@@ -73,6 +74,7 @@ def log_evaluation(
     }
     verdict = version_verdict(candidate, report)
     tags = {TAG + f"evalset.{n}.digest": d for n, d in candidate.digests.items()}
+    tags.update(harvest_tags(evalsets))
     tags.update(score_part_tags(candidate.score_parts))
     tags[TAG + "guard.digest"] = guard_digest(spec)
     tags[TAG + "model_version"] = candidate.version.version
@@ -263,6 +265,25 @@ _VERDICT_CODE = {"pass": 1.0, "fail": 0.0, "inconclusive": 0.5}
 def _metric_key(name: str) -> str:
     """A gate name as an MLflow metric/tag key segment (letters, digits, ``_-. /`` only)."""
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+
+
+def harvest_tags(evalsets: list[Evalset]) -> dict[str, str]:
+    """An evalset harvested from production feedback cites the snapshot it came from, and whether its
+    rows are still the harvest's bytes (a reviewer may have dropped or fixed rows)."""
+    import hashlib
+
+    tags = {}
+    for ev in evalsets:
+        source = ev.ref.card.harvest
+        if source is None:
+            continue
+        h = hashlib.sha256()
+        with ev.ref.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        tags[TAG + f"evalset.{ev.name}.harvest_digest"] = source.digest
+        tags[TAG + f"evalset.{ev.name}.harvest_rows_unchanged"] = str(h.hexdigest() == source.digest).lower()
+    return tags
 
 
 def gate_metrics(report: GateReport) -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""An app's state in the registry: who holds each alias, with its verdict and headline metrics, and
-whether the model's aliases and the prompt's agree.
+"""An app's state in the registry: who holds each alias, with its verdict and headline metrics (and
+what production users said about it, from the latest harvest), and whether the model's aliases and
+the prompt's agree.
 
 Reading the state takes the app's lock and first finishes an alias move a killed release left
 half-way (:func:`.transaction.recover`), so what it shows is what the next release will see."""
@@ -11,6 +12,7 @@ from typing import Any
 from llmrelease.locks import app_lock
 from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, MlflowRegistry
 from llmrelease.store import redact_uri
+from llmrelease.tasks.feedback.signal import latest_summary, version_row
 from llmrelease.tasks.promotion.transaction import recover
 
 __all__ = ["app_status"]
@@ -22,6 +24,7 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
         with app_lock(registry.tracking_uri, app):
             notes = recover(registry, app)
     aliases, disagreements = [], []
+    harvest = latest_summary(registry, app)
     for alias in (CHAMPION, CHALLENGER, PREVIOUS):
         info = registry.alias(app, alias)
         prompt_alias = registry.prompt_alias(app, alias)
@@ -42,6 +45,15 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
                     if k.count(".") == 1
                     and not k.startswith(("serving.", "engine.", "gates.", "cost."))
                     and (not k.startswith("guard.") or k.endswith("_rate"))
+                }
+            fb = version_row(harvest[1], info.version, info.prompt_version) if harvest else None
+            if fb is not None and fb["feedback"]:
+                row["feedback"] = {
+                    "negative_share": fb["negative_share"],
+                    "negative_share_ci95": fb["negative_share_ci95"],
+                    "feedback": fb["feedback"],
+                    "requests": fb["requests"],
+                    "harvest_run_id": harvest[0] if harvest else None,
                 }
         expected = info.prompt_version if info is not None else None
         if prompt_alias != expected and not (info is not None and expected is None):
