@@ -657,9 +657,11 @@ def _no_release_past_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
 
     import llmrelease.flows
 
+    # Imported before anything is patched: a module first imported under the patch keeps it.
+    names = [i.name for i in pkgutil.iter_modules(llmrelease.flows.__path__, "llmrelease.flows.")]
+    modules = [importlib.import_module(name) for name in names]
     monkeypatch.setattr("llmrelease.store.resolve_store", reached)
-    for info in pkgutil.iter_modules(llmrelease.flows.__path__, "llmrelease.flows."):
-        module = importlib.import_module(info.name)
+    for module in modules:
         if hasattr(module, "resolve_store"):
             monkeypatch.setattr(module, "resolve_store", reached)
     monkeypatch.delenv("LLMRELEASE_ENGINE_FACTORY", raising=False)
