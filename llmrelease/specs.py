@@ -827,7 +827,7 @@ class Feedback(_Spec):
     """Free text: why the answer was wrong (or right)."""
     tags: list[str] = Field(default_factory=list)
     by: str | None = None
-    """Who gave it (a user id or role). Kept out of every snapshot: it only counts distinct givers."""
+    """Who gave it (a user id or role). Never written to a snapshot."""
     at: datetime | None = None
     """When it was given (the request's time when absent)."""
 
