@@ -334,7 +334,6 @@ class MlflowRegistry:
         ``datasets``: (Hugging Face dataset, name, digest) triples logged as run inputs."""
         import tempfile
 
-        from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
         with self._run(app, run_name, tags, params, metrics, final_tags=final_tags) as run_id:
@@ -342,14 +341,7 @@ class MlflowRegistry:
             if datasets:
                 # The client call, not mlflow.start_run(run_id=...): leaving that block marks the run
                 # FINISHED, before its artifacts are written.
-                context = [InputTag("mlflow.data.context", "evaluation")]
-                inputs = [
-                    DatasetInput(
-                        self._mlflow.data.from_huggingface(ds, name=name, digest=digest)._to_mlflow_entity(),
-                        context,
-                    )
-                    for ds, name, digest in datasets
-                ]
+                inputs = [self._dataset_input(*d, "evaluation") for d in datasets]
                 self.client.log_inputs(run_id, datasets=inputs)
             for path, write in tables.items():
                 with tempfile.TemporaryDirectory(prefix="llmrelease-table-") as tmp:
@@ -474,6 +466,14 @@ class MlflowRegistry:
             self.client.log_dict(run_id, record, path)
         return run_id
 
+    def _dataset_input(self, ds: Any, name: str, digest: str, context: str) -> Any:
+        """A Hugging Face dataset as a run input, under our digest (MLflow's own hashes only the first
+        10,000 rows), tagged with what the run used it for."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = self._mlflow.data.from_huggingface(ds, name=name, digest=digest)._to_mlflow_entity()
+        return DatasetInput(dataset, [InputTag("mlflow.data.context", context)])
+
     def log_snapshot_run(
         self,
         app: str,
@@ -487,16 +487,8 @@ class MlflowRegistry:
     ) -> str:
         """A run that records data it built (a harvest): ``datasets`` as (Hugging Face dataset, name,
         digest, context) run inputs, ``files`` as (local path, artifact directory)."""
-        from mlflow.entities import DatasetInput, InputTag
-
         with self._run(app, run_name, tags, params, metrics) as run_id:
-            inputs = [
-                DatasetInput(
-                    self._mlflow.data.from_huggingface(ds, name=name, digest=digest)._to_mlflow_entity(),
-                    [InputTag("mlflow.data.context", context)],
-                )
-                for ds, name, digest, context in datasets
-            ]
+            inputs = [self._dataset_input(*d) for d in datasets]
             if inputs:
                 self.client.log_inputs(run_id, datasets=inputs)
             for path, where in files:

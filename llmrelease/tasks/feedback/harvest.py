@@ -24,12 +24,15 @@ from llmrelease.specs import Feedback, Scorer, TrafficRecord
 from llmrelease.tasks.feedback.attribution import Attribution
 from llmrelease.tasks.feedback.scrub import scrub, scrub_value
 
-__all__ = ["LoggedRequest", "Snapshot", "Harvest", "build_harvest", "normalise", "SNAPSHOT_KINDS"]
-
-SNAPSHOT_KINDS = ("regression", "sft", "preference", "summary")
+__all__ = ["LoggedRequest", "Snapshot", "Harvest", "build_harvest", "normalise", "snapshot_name"]
 
 Render = Callable[[int, dict[str, str]], list[dict[str, str]] | None]
 """(prompt version, variables) -> the chat messages that version sends, or None when unknown."""
+
+
+def snapshot_name(kind: str, digest: str, suffix: str) -> str:
+    """Content-addressed: the same rows give the same name (the first 16 hex digits of the sha256)."""
+    return f"{kind}-{digest[:16]}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,7 @@ class Snapshot:
 
     @property
     def name(self) -> str:
-        """Content-addressed: the same rows give the same name."""
-        return f"{self.kind}-{self.digest[:16]}{self.suffix}"
+        return snapshot_name(self.kind, self.digest, self.suffix)
 
 
 @dataclass

@@ -8,10 +8,11 @@ not explain (one-sided Fisher exact test: small counts are the norm for feedback
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
+from llmrelease.tasks.feedback.harvest import snapshot_name
 
 __all__ = ["FeedbackCheck", "latest_summary", "version_row", "compare_negative", "check_feedback", "ALPHA"]
 
@@ -29,7 +30,8 @@ def latest_summary(registry: MlflowRegistry, app: str) -> tuple[str, dict[str, A
     if not digest:
         return None
     try:
-        return run_id, registry.load_artifact_dict(run_id, f"harvest/summary-{digest[:16]}.json")
+        path = f"harvest/{snapshot_name('summary', digest, '.json')}"
+        return run_id, registry.load_artifact_dict(run_id, path)
     except Exception:  # noqa: BLE001 - a harvest whose artifact is gone: no signal, not an error
         return None
 
@@ -100,5 +102,4 @@ def check_feedback(
     now, before = version_row(summary, *champion), version_row(summary, *previous)
     if now is None or before is None or not now["feedback"] or not before["feedback"]:
         return None
-    check = compare_negative(now, before)
-    return FeedbackCheck(**{**asdict(check), "harvest_run_id": run_id})
+    return replace(compare_negative(now, before), harvest_run_id=run_id)

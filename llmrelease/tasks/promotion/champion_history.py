@@ -22,7 +22,7 @@ __all__ = ["ChampionEvent", "PREFIX", "record_champion", "champion_history", "ch
 PREFIX = TAG + "champion_history."
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class ChampionEvent:
     """From ``at`` on, ``version`` (with ``prompt_version``) was champion, until the next event."""
 
@@ -52,8 +52,13 @@ def record_champion(
         return
     seq = max((e.seq for e in events), default=0) + 1
     when = _time(at)
-    value = {"at": when.isoformat(), "seq": seq, "version": version, "prompt_version": prompt_version}
-    value["op"] = op
+    value = {
+        "at": when.isoformat(),
+        "seq": seq,
+        "version": version,
+        "prompt_version": prompt_version,
+        "op": op,
+    }
     registry.set_model_tag(app, f"{PREFIX}{seq:06d}.{op}.v{version}", json.dumps(value, sort_keys=True))
 
 

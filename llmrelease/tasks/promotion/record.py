@@ -277,12 +277,10 @@ def harvest_tags(evalsets: list[Evalset]) -> dict[str, str]:
         source = ev.ref.card.harvest
         if source is None:
             continue
-        h = hashlib.sha256()
         with ev.ref.path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+            now = hashlib.file_digest(fh, "sha256").hexdigest()
         tags[TAG + f"evalset.{ev.name}.harvest_digest"] = source.digest
-        tags[TAG + f"evalset.{ev.name}.harvest_rows_unchanged"] = str(h.hexdigest() == source.digest).lower()
+        tags[TAG + f"evalset.{ev.name}.harvest_rows_unchanged"] = str(now == source.digest).lower()
     return tags
 
 
