@@ -43,7 +43,20 @@ __all__ = [
 Direction = Literal["higher", "lower"]
 
 RESERVED_NAMESPACES = frozenset(
-    {"shadow", "champion", "candidate", "traffic", "serving", "cost", "guard", "engine", "gates"}
+    {
+        "shadow",
+        "champion",
+        "candidate",
+        "traffic",
+        "serving",
+        "cost",
+        "guard",
+        "engine",
+        "gates",
+        "router",
+        "routes",
+        "random",
+    }
 )
 """First name parts that belong to aggregate producers: an evalset may not be called one of these."""
 

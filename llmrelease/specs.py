@@ -43,6 +43,11 @@ __all__ = [
     "ShadowSpec",
     "GuardCategory",
     "GuardSpec",
+    "RouteSpec",
+    "CascadePolicy",
+    "RouterSpec",
+    "ROUTER_METRICS",
+    "PAIRED_ROUTER_METRICS",
     "LLAMA_GUARD_3_CATEGORIES",
     "template_variables",
     "template_syntax_error",
@@ -954,3 +959,101 @@ class ShadowSpec(_Spec):
         if info.data.get("timing") == "phases":
             raise ValueError("time_scale applies only with timing: recorded (phases run as fast as they can)")
         return v
+
+
+# ------------------------------------------------------------------------------------------ router
+
+
+ROUTER_METRICS: dict[str, tuple[Literal["higher", "lower"], str]] = {
+    "router.quality": ("higher", "the cascade's mean quality score"),
+    "router.cost_per_1k_requests": ("lower", "the cascade's cost per 1,000 requests (escalations pay twice)"),
+    "router.strong_share": ("lower", "share of requests escalated to the strong route"),
+    "router.cost_ratio": ("lower", "the cascade's cost / the strong route's"),
+    "router.pgr": ("higher", "performance gap recovered at the threshold"),
+    "router.apgr": ("higher", "area under PGR against the strong share (random: 0.5)"),
+    "router.cpt50": ("lower", "strong share needed to recover 50% of the gap"),
+    "router.cpt80": ("lower", "strong share needed to recover 80% of the gap"),
+    "router.vs_random": ("higher", "cascade - random router at equal cost, quality, paired by item"),
+    "router.vs_strong": ("higher", "cascade - strong route, quality, paired by item"),
+}
+"""The router numbers a gate may name (direction, meaning); see ``tasks.routing``."""
+
+PAIRED_ROUTER_METRICS = frozenset({"router.vs_random", "router.vs_strong"})
+"""Per-item differences: their bounds are the gates' paired bootstrap (by cluster when the card has one)."""
+
+
+class RouteSpec(_Spec):
+    """One way to answer: a model spec and a prompt, each a file path relative to ``router.yaml``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    """Short label used in metric names and reports (``routes.<name>.quality``)."""
+    prompt: str = Field(min_length=1)
+    """Prompt spec file, relative to router.yaml (e.g. ``prompt.yaml`` or ``../../prompts/short.yaml``)."""
+    model: str = Field(default="model.yaml", min_length=1)
+    """Model spec file, relative to router.yaml; the app's ``model.yaml`` by default. It must carry
+    token prices (``pricing.input_per_mtok``/``output_per_mtok``): routing is judged on cost."""
+
+
+class CascadePolicy(_Spec):
+    """Answer with the first route; escalate to the second when the answer's confidence is low.
+
+    Confidence is the answer's token log-probabilities under the cheap route's model (higher is
+    surer). Give ``threshold`` (escalate when confidence < threshold) or ``target_strong_share`` (the
+    threshold is set to escalate that share of the evalset items, from their confidences alone: the
+    labels are not used, so the evaluation on the same items stays honest)."""
+
+    kind: Literal["cascade"] = "cascade"
+    confidence: Literal["mean_logprob", "min_logprob"] = "mean_logprob"
+    """``mean_logprob``: mean log-probability of the answer's tokens; ``min_logprob``: its least
+    likely token's."""
+    escalate_on: list[Literal["schema_failure"]] = Field(default_factory=lambda: ["schema_failure"])
+    """Answers escalated whatever their confidence: ``schema_failure`` (not JSON matching the model's
+    response schema)."""
+    threshold: float | None = Field(default=None, le=0)
+    """Log-probability below which the answer escalates (<= 0)."""
+    target_strong_share: float | None = Field(default=None, gt=0, lt=1)
+    """Share of requests to escalate; the threshold is fitted to it on the evalset's items."""
+    band: float = Field(default=0.1, gt=0, lt=1)
+    """Calibration: the nightly check flags the router when the share escalated on recent traffic
+    leaves ``target ± band`` (the target being ``target_strong_share``, or the evalset's share at
+    ``threshold``), and says which threshold would bring it back."""
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> CascadePolicy:
+        if (self.threshold is None) == (self.target_strong_share is None):
+            raise ValueError("give exactly one of 'threshold' or 'target_strong_share'")
+        return self
+
+
+class RouterSpec(_Spec):
+    """``registry/<app>/router.yaml``: two routes, the policy between them, and the router's gates.
+
+    The first route is the cheap one that answers first; the second is the escalation. A router is
+    released like a candidate: evaluated on the app's evalsets (both routes on every item), judged by
+    its gates, and registered with its own aliases."""
+
+    version: str = Field(min_length=1)
+    description: str = ""
+    routes: list[RouteSpec] = Field(min_length=2, max_length=2)
+    """Exactly two in this version: ``[cheap, strong]``."""
+    policy: CascadePolicy
+    quality: str = Field(pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$")
+    """The per-item score the router is judged on, ``<evalset>.<scorer>`` (e.g.
+    ``tickets.category_accuracy``): a quality evalset's scorer, higher is better."""
+    statistics: GateStatistics | None = None
+    """Confidence, resamples and seed of the router's intervals and gates; the app's gates.yaml
+    ``statistics`` when left out."""
+    gates: list[Gate] = Field(min_length=1)
+    """Rules on ``router.*`` metrics (see ``ROUTER_METRICS``). ``max_regression`` applies to
+    ``router.quality`` only and is judged against the strong route on the same items (paired).
+    ``on: lower_bound``/``upper_bound`` judge the bootstrap bound at the policy's confidence."""
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_routes(cls, routes: list[RouteSpec]) -> list[RouteSpec]:
+        return _unique(routes, "route")
+
+    @field_validator("gates")
+    @classmethod
+    def _unique_gates(cls, gates: list[Gate]) -> list[Gate]:
+        return _unique(gates, "gate")

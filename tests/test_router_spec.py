@@ -1,0 +1,112 @@
+"""router.yaml: a router's routes, policy and gates, loaded and cross-checked with file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmrelease.errors import SpecError
+from llmrelease.router_app import load_router
+
+APP = "support-triage"
+
+
+def router_file(project: Path) -> Path:
+    return project / "registry" / APP / "router.yaml"
+
+
+def edit(project: Path, old: str, new: str) -> Path:
+    path = router_file(project)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_demo_router_loads_its_routes_as_variants_of_the_app(project: Path) -> None:
+    router = load_router(project, APP)
+    assert [r.name for r in router.routes] == ["zero-shot", "few-shot"]
+    assert router.cheap.app.prompt.version == "minimal-v1"
+    assert router.strong.app.prompt.version == router.app.prompt.version
+    assert router.quality_evalset == "tickets"
+    assert router.statistics == router.app.gates.stats
+
+
+def test_app_without_router_says_how_to_add_one(project: Path) -> None:
+    router_file(project).unlink()
+    with pytest.raises(SpecError, match="this app has no router") as info:
+        load_router(project, APP)
+    assert "router.yaml" in (info.value.fix or "")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match", "field"),
+    [
+        (
+            "metric: router.apgr",
+            "metric: router.apgrr",
+            "unknown router metric 'router.apgrr'",
+            "gates[0].metric",
+        ),
+        (
+            "metric: router.cost_ratio\n    max: 0.7\n    on: upper_bound",
+            "metric: router.cost_ratio\n    max_regression: 0.7",
+            "applies to router.quality only",
+            "gates[2].max_regression",
+        ),
+        ("quality: tickets.category_accuracy", "quality: tickets.category", "did you mean", "quality"),
+        ("quality: tickets.category_accuracy", "quality: redteam.category_accuracy", "not", "quality"),
+        (
+            "prompt: prompt.yaml",
+            "prompt: nowhere.yaml",
+            "prompt spec .*nowhere.yaml not found",
+            "routes[1].prompt",
+        ),
+        ("prompt: prompt.yaml", "prompt: ../../../outside.yaml", "outside the project", "routes[1].prompt"),
+    ],
+)
+def test_bad_router_names_file_line_and_field(
+    project: Path, old: str, new: str, match: str, field: str
+) -> None:
+    path = edit(project, old, new)
+    with pytest.raises(SpecError, match=match) as info:
+        load_router(project, APP)
+    assert info.value.field == field
+    assert Path(info.value.file) == path.resolve()
+    assert info.value.line is not None
+    assert field.rsplit(".", 1)[-1] + ":" in path.read_text().splitlines()[info.value.line - 1]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        ("  target_strong_share: 0.3", "  threshold: -0.4\n  target_strong_share: 0.3", "exactly one of"),
+        ("  target_strong_share: 0.3", "", "exactly one of"),
+        ("  target_strong_share: 0.3", "  target_strong_share: 1.5", "less than 1"),
+        ("  - name: few-shot", "  - name: zero-shot", "route names must be unique"),
+        ("  band: 0.1", "  band: 0.1\n  stars: 5", "stars"),
+    ],
+)
+def test_bad_policy_is_a_spec_error(project: Path, old: str, new: str, match: str) -> None:
+    edit(project, old, new)
+    with pytest.raises(SpecError, match=match):
+        load_router(project, APP)
+
+
+def test_route_model_without_token_prices_is_refused(project: Path) -> None:
+    model = project / "registry" / APP / "model.yaml"
+    text = model.read_text()
+    model.write_text(text[: text.index("pricing:")])
+    with pytest.raises(SpecError, match="no token prices") as info:
+        load_router(project, APP)
+    assert info.value.field == "routes[0].model"
+
+
+def test_router_file_that_links_out_of_the_project_is_refused(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text(router_file(project).read_text())
+    router_file(project).unlink()
+    router_file(project).symlink_to(outside)
+    with pytest.raises(SpecError, match="symbolic link"):
+        load_router(project, APP)
