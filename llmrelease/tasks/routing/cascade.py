@@ -38,7 +38,17 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["RouteItems", "Curve", "OperatingPoint", "escalated", "operating_point", "sweep", "apgr", "cpt"]
+__all__ = [
+    "RouteItems",
+    "Curve",
+    "OperatingPoint",
+    "escalated",
+    "fit_threshold",
+    "operating_point",
+    "sweep",
+    "apgr",
+    "cpt",
+]
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,30 @@ class RouteItems:
 
 
 def escalated(items: RouteItems, threshold: float) -> np.ndarray:
-    """The cascade's decision per item: escalate when the cheap answer's confidence is below it."""
-    return items.confidence < threshold
+    """The cascade's decision per item: escalate when the cheap answer's confidence is below the
+    threshold, and always when it was forced out (confidence -inf)."""
+    return (items.confidence < threshold) | np.isneginf(items.confidence)
+
+
+def fit_threshold(confidence: np.ndarray, target_share: float) -> float:
+    """The threshold whose share escalated on these confidences is nearest ``target_share``.
+
+    Only the confidences are used (no labels), so fitting on the items the router is then evaluated
+    on does not flatter it. Ties are kept whole (a threshold cannot split them; the nearer side of
+    the tie wins, the lower share on a draw), and forced escalations (-inf) count in the share."""
+    if not 0 < target_share < 1:
+        raise ValueError(f"target_share must be in (0, 1), got {target_share!r}")
+    conf = np.sort(np.asarray(confidence, dtype=float))
+    n = conf.size
+    if n == 0:
+        raise ValueError("no confidences to fit a threshold on")
+    forced = int(np.count_nonzero(np.isneginf(conf)))
+    ends = np.concatenate([np.flatnonzero(conf[1:] != conf[:-1]) + 1, [n]])
+    ends = ends[ends >= forced] if forced else np.concatenate([[0], ends])
+    k = int(ends[np.argmin(np.abs(ends / n - target_share))])
+    if k == n:
+        return 0.0 if conf[-1] < 0 else float(np.nextafter(conf[-1], np.inf))
+    return float(conf[k])
 
 
 @dataclass(frozen=True)
