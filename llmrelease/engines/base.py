@@ -34,6 +34,15 @@ class Generation:
     ttft_s: float | None
     """From batch submission to this item's first token (queueing included: it is a batch)."""
     finish_reason: str | None = None
+    mean_logprob: float | None = None
+    """Mean natural-log probability of the generated tokens under the model's raw distribution
+    (before temperature and top-p, so comparable across sampling settings), in (-inf, 0]: a cascade
+    router's confidence signal. With a response schema it is the distribution over the tokens the
+    grammar allows (vLLM masks the logits first), so tokens the schema forces score 0. None when the
+    backend returns no log-probabilities or nothing was generated."""
+    min_logprob: float | None = None
+    """The least likely generated token's log-probability, in (-inf, 0]: one unsure token (the
+    category of a triage answer) can hide in a mean over a long, certain answer. None as above."""
 
     @property
     def tpot_s(self) -> float | None:

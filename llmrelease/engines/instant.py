@@ -7,6 +7,7 @@ loading, scoring, gates, MLflow logging, promotion) at any size, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,21 @@ def example_for_schema(schema: dict[str, Any] | None) -> Any:
     return "ok"
 
 
+def _confidence(conversation: Messages, text: str) -> tuple[float, float]:
+    """(mean, min) log-probabilities in [-3, 0], min <= mean, from a hash of the conversation and
+    the output: every answer's text is the same, and a router's tests need confidences that differ
+    between items yet are the same on every run."""
+    h = hashlib.blake2b(digest_size=16)
+    for m in conversation:
+        h.update(m["content"].encode())
+        h.update(b"\0")
+    h.update(text.encode())
+    digest = h.digest()
+    u, v = (int.from_bytes(digest[i : i + 8], "big") / 2**64 for i in (0, 8))
+    mean = -3.0 * u
+    return mean, mean - v * (mean + 3.0)
+
+
 class InstantEngine:
     def generate(
         self,
@@ -49,7 +65,16 @@ class InstantEngine:
         text = json.dumps(value) if response_schema else str(value)
         out_tokens = max(1, len(text) // 4)
         gens = [
-            Generation(text, sum(len(m["content"]) for m in conv) // 4, out_tokens, 0, 0.0, 0.0, "stop")
+            Generation(
+                text,
+                sum(len(m["content"]) for m in conv) // 4,
+                out_tokens,
+                0,
+                0.0,
+                0.0,
+                "stop",
+                *_confidence(conv, text),
+            )
             for conv in conversations
         ]
         if progress is not None:

@@ -6,7 +6,9 @@ boundaries, retries what a busy or restarting server refuses (408/409/425/429/5x
 connection) with exponential backoff and jitter (``Retry-After`` honoured), and measures each item
 from its stream: tokens from ``usage`` (cached prompt tokens from ``prompt_tokens_details``), time
 to first token, latency. Structured outputs go as ``response_format: json_schema``, which vLLM's
-server enforces with the same grammar backend as the offline engine.
+server enforces with the same grammar backend as the offline engine. Log-probabilities are not
+requested (not every OpenAI-compatible endpoint serves them), so its generations carry no
+``mean_logprob``/``min_logprob``: a cascade router gets None from this backend, not a made-up confidence.
 
 A request that still fails after its retries fails the release (exit 4) instead of scoring an
 empty answer: a verdict must not rest on outages. Finished chunks are checkpointed by the

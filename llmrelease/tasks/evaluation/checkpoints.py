@@ -47,7 +47,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+"""Chunk file layout; chunks of another format are a miss. 2: generations carry their
+log-probabilities (format 1 had none, and a router must not read a resumed run's as missing)."""
 _DEFAULT_TTL_DAYS = 7.0
 
 
@@ -138,6 +140,8 @@ class ChunkStore:
                     g.latency_s,
                     g.ttft_s,
                     g.finish_reason,
+                    g.mean_logprob,
+                    g.min_logprob,
                 ]
                 for g in generations
             ],

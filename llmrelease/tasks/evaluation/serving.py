@@ -13,7 +13,7 @@ import numpy as np
 from llmrelease.engines.base import Generation, GenerationBatch
 from llmrelease.specs import Pricing
 
-__all__ = ["ServingStats", "serving_metrics"]
+__all__ = ["ServingStats", "item_columns", "serving_metrics"]
 
 
 @dataclass
@@ -111,4 +111,17 @@ def serving_metrics(stats: ServingStats, pricing: Pricing | None) -> dict[str, f
             )
         out["cost.total"] = total
         out["cost.per_1k_requests"] = total / n * 1000
+    return out
+
+
+def item_columns(generations: list[Generation], pricing: Pricing | None) -> dict[str, list[float]]:
+    """Per-item serving values, by column name (``cost`` only under token prices: a share of machine
+    time is not any one item's), NaN where a generation has none. What a cascade router weighs per
+    item: what the answer cost against how sure the model was of it."""
+    out = {
+        "mean_logprob": [np.nan if g.mean_logprob is None else g.mean_logprob for g in generations],
+        "min_logprob": [np.nan if g.min_logprob is None else g.min_logprob for g in generations],
+    }
+    if pricing is not None and pricing.input_per_mtok is not None and pricing.output_per_mtok is not None:
+        out["cost"] = [pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in generations]
     return out

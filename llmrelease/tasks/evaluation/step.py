@@ -28,9 +28,9 @@ from llmrelease.tasks.evaluation.checkpoints import (
     open_store,
 )
 from llmrelease.tasks.evaluation.evalsets import Evalset
-from llmrelease.tasks.evaluation.items import ItemIds, ItemSpool, ScoreBuilder, Scores
+from llmrelease.tasks.evaluation.items import ItemIds, ItemSpool, ScoreBuilder, ScoreColumn, Scores
 from llmrelease.tasks.evaluation.scoring import score_chunk
-from llmrelease.tasks.evaluation.serving import ServingStats, serving_metrics
+from llmrelease.tasks.evaluation.serving import ServingStats, item_columns, serving_metrics
 from llmrelease.tasks.gates.sequential import SequentialMonitor
 
 __all__ = ["Evaluation", "evaluate", "load_engine", "default_engine_factory", "EngineFactory"]
@@ -58,6 +58,10 @@ class Evaluation:
     not_run: dict[str, str] = field(default_factory=dict)
     """Steps deliberately not run, by the producer of their metrics, with why (the shadow replay of
     a candidate that had already failed a gate): their gates are skipped, not failed closed."""
+    item_serving: dict[str, ScoreColumn] = field(default_factory=dict)
+    """Per-item serving columns, ``<evalset>.cost`` (token-priced models only), ``<evalset>.mean_logprob``
+    and ``<evalset>.min_logprob`` (NaN where the backend gives none), over the evalset's own item ids:
+    a cascade router's inputs. Kept out of ``scores``, so gates, aggregates and reports do not see them."""
 
     def discard_checkpoints(self) -> None:
         if self.checkpoints is not None:
@@ -134,6 +138,7 @@ def evaluate(
                 yield [prompt.render(row.vars) for row in rows]
 
     builders = {ev.name: ScoreBuilder() for ev in evalsets}
+    serving_builders = {ev.name: ScoreBuilder() for ev in evalsets}  # columns that are not scores
     spool = ItemSpool()
     serving = ServingStats()
     for batch in generation.run(conversations()):
@@ -149,21 +154,36 @@ def evaluate(
             response_schema=model.response_schema,
         )
         named = {f"{ev.name}.{k}": v for k, v in chunk_scores.items()}
-        builders[ev.name].add([r.id for r in rows], named)
+        ids = [r.id for r in rows]
+        builders[ev.name].add(ids, named)
+        per_item = item_columns(gens, model.pricing)
+        serving_builders[ev.name].add(ids, {f"{ev.name}.{k}": v for k, v in per_item.items()})
         spool.append(_records(ev.name, rows, gens, chunk_scores))
-        if monitor is not None and monitor.update(ev.name, [r.id for r in rows], named):
+        if monitor is not None and monitor.update(ev.name, ids, named):
             stopped.add(ev.name)
     serving.wall_s = generation.wall_s  # until the last output, not counting the last chunk's scoring
     info.update(generation.metrics())
     scores = Scores()
     item_ids = {}
+    item_serving: dict[str, ScoreColumn] = {}
     for name, builder in builders.items():
         scores.merge(builder.build())
         item_ids[name] = builder.item_ids
+        item_serving.update(serving_builders[name].build(share=builder.item_ids).items)
     metrics = {**scores.aggregates, **serving_metrics(serving, model.pricing)}
     if monitor is not None:
         metrics.update(_sequential_metrics(monitor, evalsets, serving))
-    return Evaluation(serving, scores, metrics, spool, item_ids, info, sequential=monitor, checkpoints=store)
+    return Evaluation(
+        serving,
+        scores,
+        metrics,
+        spool,
+        item_ids,
+        info,
+        sequential=monitor,
+        checkpoints=store,
+        item_serving=item_serving,
+    )
 
 
 def _checkpoints(
@@ -231,6 +251,7 @@ def _records(
             "output_tokens": gen.output_tokens,
             "latency_s": round(gen.latency_s, 4),
             "ttft_s": round(gen.ttft_s, 4) if gen.ttft_s is not None else None,
+            "mean_logprob": round(gen.mean_logprob, 4) if gen.mean_logprob is not None else None,
             **{name: values[n] for name, values in scores.items()},
         }
 

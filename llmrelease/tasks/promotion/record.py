@@ -158,8 +158,9 @@ def log_evaluation(
 
 _RECORD_FIELDS = frozenset(
     ("evalset", "id", "inputs", "output", "reference")
-    + ("prompt_tokens", "output_tokens", "latency_s", "ttft_s")
+    + ("prompt_tokens", "output_tokens", "latency_s", "ttft_s", "mean_logprob")
 )
+"""Record fields that are not scores (the confidence ``mean_logprob`` is not an assessment either)."""
 
 
 def trace_items(

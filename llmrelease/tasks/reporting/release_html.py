@@ -31,9 +31,11 @@ __all__ = ["ReleaseReportBuilder"]
 Direction = Literal["higher", "lower"]
 
 NON_SCORE_FIELDS = frozenset(
-    {"evalset", "id", "output", "reference", "prompt_tokens", "output_tokens", "latency_s", "ttft_s", "tags"}
+    {"evalset", "id", "output", "reference", "tags"}
+    | {"prompt_tokens", "output_tokens", "latency_s", "ttft_s", "mean_logprob"}
 )
-"""Record fields that are never scores, whatever their type (guard_* fields are skipped too)."""
+"""Record fields that are never scores, whatever their type (guard_* fields are skipped too);
+``mean_logprob`` is the model's confidence in its answer, not a judgement of it."""
 
 GUARD_CHECKS = ("prompt", "response")
 """A record's ``guard_<check>`` label (``safe``, ``unsafe:S1``, ``unparsed``) becomes the 0/1 score
@@ -529,7 +531,9 @@ def _safe_href(href: str) -> bool:
 # ----------------------------------------------------------------------------------------- gates
 
 
-def _gates_section(report: Mapping[str, Any]) -> str:
+def _gates_section(
+    report: Mapping[str, Any], *, candidate: str = "candidate", reference: str = "champion"
+) -> str:
     gates = report.get("gates") or []
     stats = report.get("statistics") or {}
     conf = stats.get("confidence", 0.95)
@@ -539,7 +543,7 @@ def _gates_section(report: Mapping[str, Any]) -> str:
         return out[0] + "<p class='note'>No gates.</p>"
     out.append(
         "<table><tr><th class='l'>gate<br><small>metric</small></th><th class='l'>verdict</th>"
-        "<th>candidate</th><th>champion</th><th>delta</th>"
+        f"<th>{_e(candidate)}</th><th>{_e(reference)}</th><th>delta</th>"
         f"<th>interval<br><small>{2 * conf - 1:.0%} two-sided; bound</small></th><th class='l'>rule</th>"
         f"<th>p{'<br><small>Holm-adjusted</small>' if holm else ''}</th>"
         "<th>MDE<br><small>items needed</small></th></tr>"
