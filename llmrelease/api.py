@@ -16,7 +16,7 @@ from typing import Any
 
 from llmrelease.outcome import ReleaseOutcome
 
-__all__ = ["ReleaseOutcome", "release", "preflight", "harvest"]
+__all__ = ["ReleaseOutcome", "release", "preflight", "harvest", "route"]
 
 
 def preflight(
@@ -102,3 +102,31 @@ def harvest(
             out=str(out) if out else None,
             on_bad_line="skip" if skip_bad_lines else "fail",
         )
+
+
+def route(
+    app: str,
+    project: Path | str = ".",
+    *,
+    git_commit: str | None = None,
+    tracking_uri: str | None = None,
+    store_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``app``'s router (registry/<app>/router.yaml): both routes on every evalset item, the
+    cascade per item, the router numbers with bootstrap intervals, and the router's gates. Checks
+    every input first (InputError names file, line and field), then records a router run. Returns
+    the decision (``pass``/``fail``/``inconclusive``), its exit code, the numbers and the run id."""
+    from llmrelease.flows.route import route_flow
+    from llmrelease.gitrepo import at_commit
+    from llmrelease.router_app import load_router
+    from llmrelease.store import resolve_store
+
+    project = Path(project).resolve()
+    with at_commit(project, git_commit) as root:
+        router = load_router(root, app)
+        for r in router.routes:
+            preflight(app, root, prompt=r.app.prompt_path, model=r.app.model_path)
+    store = resolve_store(project, tracking_uri, store_dir=store_dir)
+    store.check_reachable()
+    with store.exported():
+        return route_flow(app=app, project_dir=str(project), git_commit=git_commit)

@@ -526,6 +526,44 @@ def harvest(
     harvest_report(result, report_console())
 
 
+@app.command()
+def route(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App name: a folder under registry/.")],
+    project: ProjectOpt = Path("."),
+    git_commit: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate the specs as of this commit (a temporary worktree). Default: the working tree."
+        ),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate APP's router (registry/APP/router.yaml): both routes answer every evalset item, the
+    cascade escalates the least confident answers, and the router is judged on quality and cost per
+    1,000 requests with bootstrap intervals, APGR, CPT(50%)/CPT(80%), and against a random router
+    at equal cost and each route alone. Records a router run with the cost-quality curve
+    (router/router_report.html); moves no alias.
+
+    Exit 0: every router gate passed. 1: a gate failed. 2: invalid input (file, line and field
+    named). 4: the run could not complete. 5: no gate failed but one was INCONCLUSIVE.
+    """
+    _quiet(verbose)
+    from llmrelease import api
+
+    with _errors_reported(as_json, verbose, flows=True):
+        _known_app(project, app_name)
+        result = api.route(app_name, project, git_commit=git_commit, tracking_uri=tracking_uri)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        from llmrelease.report import router_report
+
+        router_report(result, report_console())
+    raise typer.Exit(result["exit_code"])
+
+
 PortOpt = Annotated[int, typer.Option(min=1, max=65535)]
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "shadow_table",
     "shadow_panel",
     "status_table",
+    "router_report",
 ]
 
 _VERDICT_STYLE = {
@@ -447,3 +448,47 @@ def console() -> Console:
     """A console at least 120 columns wide when not on a terminal, so logs keep tables readable."""
     c = Console()
     return c if c.is_terminal else Console(width=max(c.width, 120))
+
+
+def router_report(result: dict[str, Any], out: Console) -> None:
+    """Each route alone, the router and the random router at equal cost (quality and cost with their
+    intervals), the router numbers, then the gates and where the run is."""
+    est, ci = result["estimates"], result["intervals"]
+    level = result["interval_level"]
+
+    def cell(key: str, fmt: str = ".3f") -> str:
+        v = est.get(key)
+        if v is None:
+            return "-"
+        lo, hi = ci.get(key, [None, None])
+        return f"{v:{fmt}}" + (f" [{lo:{fmt}}, {hi:{fmt}}]" if lo is not None and hi is not None else "")
+
+    cheap, strong = list(result["routes"])
+    table = Table(
+        title=f"{result['app']} router {result['router_version']} on {result['items']} items "
+        f"({level:.0%} intervals)",
+        header_style="bold",
+    )
+    for col in ("who answers", "quality", "cost per 1k requests", "share escalated"):
+        table.add_column(col)
+    rows = [
+        (f"{cheap} alone", f"routes.{cheap}.quality", f"routes.{cheap}.cost_per_1k_requests", None),
+        (f"{strong} alone", f"routes.{strong}.quality", f"routes.{strong}.cost_per_1k_requests", None),
+        ("router", "router.quality", "router.cost_per_1k_requests", "router.strong_share"),
+        ("random router, equal cost", "random.quality", "router.cost_per_1k_requests", "random.strong_share"),
+    ]
+    for n, (label, quality, cost, share) in enumerate(rows):
+        table.add_row(label, cell(quality), cell(cost, ".4g"), cell(share, ".2f") if share else str(n))
+    out.print(table)
+    out.print(
+        f"APGR {cell('router.apgr')} (random 0.5), CPT(50%) {cell('router.cpt50', '.2f')}, "
+        f"CPT(80%) {cell('router.cpt80', '.2f')}, router - random {cell('router.vs_random', '+.3f')}; "
+        f"threshold {result['threshold']:.4f} ({result['threshold_source']})",
+        highlight=False,
+    )
+    out.print(gate_table(result["gates"]))
+    out.print(
+        f"[bold]{result['decision'].upper()}[/]: recorded in run {result['run_id']} at "
+        f"{result['tracking_uri']} (artifact router/router_report.html holds the cost-quality curve)",
+        highlight=False,
+    )

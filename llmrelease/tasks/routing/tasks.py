@@ -1,0 +1,76 @@
+"""Prefect tasks of the router flow: thin wrappers with logging and progress around the steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.plan import ReleasePlan, build_plan
+from llmrelease.router_app import RouterApp, load_router
+from llmrelease.store import Store
+from llmrelease.tasks.evaluation.step import Evaluation, evaluate
+from llmrelease.tasks.progress import progress_bar
+from llmrelease.tasks.routing.record import log_router
+from llmrelease.tasks.routing.step import RouterEvaluation
+
+__all__ = ["router_plan_task", "router_evaluate_task", "router_log_task"]
+
+
+@task(name="router-plan", cache_policy=NO_CACHE)  # bad input must fail at once, not retry
+def router_plan_task(project: Path, app: str, commit: str | None) -> tuple[RouterApp, dict[str, ReleasePlan]]:
+    """router.yaml, and each route's release plan (the app with the route's prompt and model)."""
+    router = load_router(project, app)
+    plans = {
+        r.name: build_plan(
+            project, app, prompt_file=r.app.prompt_path, model_file=r.app.model_path, commit=commit,
+            with_traffic=False,
+        )
+        for r in router.routes
+    }  # fmt: skip
+    logger = get_run_logger()
+    for r in router.routes:
+        logger.info(
+            "route %s: prompt %s, model %s (manifest %s)",
+            r.name, r.app.prompt.version, r.app.model.version, plans[r.name].manifest_digest,
+        )  # fmt: skip
+    return router, plans
+
+
+@task(name="router-generate-and-score", cache_policy=NO_CACHE)
+def router_evaluate_task(router: RouterApp, plans: dict[str, ReleasePlan]) -> dict[str, Evaluation]:
+    """Each route on every evalset item, one after the other, with a progress bar per route."""
+    out: dict[str, Evaluation] = {}
+    for r in router.routes:
+        evalsets = plans[r.name].evalsets
+        total = sum(e.size for e in evalsets)
+        with progress_bar(f"route {r.name}", total, preparing="loading model and vLLM engine") as advance:
+            out[r.name] = evaluate(
+                r.app.model,
+                r.app.prompt,
+                evalsets,
+                project_root=r.app.root,
+                model_spec_path=r.app.model_path,
+                progress=advance,
+            )
+        get_run_logger().info(
+            "route %s: %d items in %.1fs (%.0f output tokens/s)",
+            r.name, total, out[r.name].serving.wall_s, out[r.name].serving.tokens_per_s,
+        )  # fmt: skip
+    return out
+
+
+@task(name="router-log-to-mlflow", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def router_log_task(store: Store, result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> tuple[str, str]:
+    registry = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root)
+    commit = next(iter(plans.values())).git_commit
+    run_id, page = log_router(registry, result, plans, commit)
+    for evaluation in result.evaluations.values():
+        evaluation.discard_checkpoints()
+    get_run_logger().info(
+        "router %s: %s (run %s)", result.router.spec.version, result.report.decision, run_id
+    )
+    return run_id, page

@@ -1,0 +1,99 @@
+"""`llmrelease route`: the demo router on real vLLM, MLflow and Prefect, end to end.
+
+Both routes are the demo's own prompts (zero-shot and few-shot), which the session's demo history
+already released: with the session's kept generations and the same chunking, the router reads their
+answers back and generates nothing new. Its per-route numbers must then equal those releases'."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmrelease.cli import app
+from tests.conftest import HISTORY_CHUNK_ROWS, DemoHistory, copy_project
+
+APP = "support-triage"
+
+
+@pytest.fixture(scope="module")
+def routed(demo_history: DemoHistory, tmp_path_factory: pytest.TempPathFactory, _session_generations: Path):
+    project = copy_project(tmp_path_factory.mktemp("route") / "project")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMRELEASE_CHUNK_ROWS", HISTORY_CHUNK_ROWS)
+        mp.setenv("LLMRELEASE_CHECKPOINTS", str(_session_generations))
+        mp.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
+        result = CliRunner().invoke(
+            app, ["route", APP, "--project", str(project), "--json"], catch_exceptions=False
+        )
+    assert result.stdout.strip(), result.stderr
+    return project, result.exit_code, json.loads(result.stdout)
+
+
+@pytest.mark.e2e
+def test_route_reports_every_router_number_with_intervals(routed, demo_history: DemoHistory) -> None:
+    _, code, out = routed
+    assert code == {"pass": 0, "fail": 1, "inconclusive": 5}[out["decision"]] == out["exit_code"]
+    est, ci = out["estimates"], out["intervals"]
+    # Each route alone is exactly the release of the same prompt: same items, same greedy answers.
+    baseline = demo_history.steps["baseline"][1]["metrics"]["tickets.category_accuracy"]
+    improved = demo_history.steps["improved"][1]["metrics"]["tickets.category_accuracy"]
+    assert est["routes.zero-shot.quality"] == pytest.approx(baseline)
+    assert est["routes.few-shot.quality"] == pytest.approx(improved)
+    # The few-shot prompt is ~5x longer: it costs more per request, and an escalation pays both.
+    cheap, strong = est["routes.zero-shot.cost_per_1k_requests"], est["routes.few-shot.cost_per_1k_requests"]
+    assert 1.5 * cheap < strong
+    share = est["router.strong_share"]
+    assert abs(share - 0.3) <= 2 / 72  # fitted to target_strong_share 0.3 from the confidences alone
+    assert est["router.cost_per_1k_requests"] == pytest.approx(cheap + share * strong, rel=0.05)
+    for name in (
+        "router.quality",
+        "router.apgr",
+        "router.cpt50",
+        "router.cpt80",
+        "router.vs_random",
+        "random.quality",
+    ):
+        low, high = ci[name]
+        assert low is not None and low <= est[name] <= high, name
+    assert {g["name"] for g in out["gates"]["gates"]} == {
+        "orders-better-than-random",
+        "beats-random-at-equal-cost",
+        "cost-vs-few-shot",
+        "accuracy-vs-few-shot",
+    }
+
+
+@pytest.mark.e2e
+def test_route_records_a_router_run_with_the_cost_quality_page(routed) -> None:
+    from mlflow.tracking import MlflowClient
+
+    project, _, out = routed
+    store = project / ".llmrelease"
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    run = client.get_run(out["run_id"])
+    assert run.data.tags["llmrelease.kind"] == "router"
+    assert run.data.tags["llmrelease.decision"] == out["decision"]
+    assert run.data.params["route.zero-shot.prompt"] == "minimal-v1"
+    metrics = run.data.metrics
+    assert metrics["router.apgr"] == pytest.approx(out["estimates"]["router.apgr"])
+    assert "router.apgr.ci_low" in metrics and "routes.few-shot.tickets.category_accuracy" in metrics
+    page = Path(
+        client.download_artifacts(out["run_id"], "router/router_report.html", str(project))
+    ).read_text()
+    assert "<svg" in page and "random router" in page and "APGR" in page
+    summary = json.loads(
+        Path(client.download_artifacts(out["run_id"], "router/router.json", str(project))).read_text()
+    )
+    assert len(summary["curve"]["pgr"]) >= 2 and summary["curve"]["pgr"][0] == 0
+
+
+def test_route_without_a_router_is_a_clear_input_error(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    (project / "registry" / APP / "router.yaml").unlink()
+    result = CliRunner().invoke(app, ["route", APP, "--project", str(project)])
+    assert result.exit_code == 2
+    assert "router.yaml" in result.stderr and "no router" in result.stderr
+    assert not (project / ".llmrelease").exists()  # nothing recorded
