@@ -540,14 +540,15 @@ def route(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Evaluate APP's router (registry/APP/router.yaml): both routes answer every evalset item, the
+    """Release APP's router (registry/APP/router.yaml): both routes answer every evalset item, the
     cascade escalates the least confident answers, and the router is judged on quality and cost per
-    1,000 requests with bootstrap intervals, APGR, CPT(50%)/CPT(80%), and against a random router
-    at equal cost and each route alone. Records a router run with the cost-quality curve
-    (router/router_report.html); moves no alias.
+    1,000 requests with bootstrap intervals, APGR, CPT(50%)/CPT(80%), against a random router at
+    equal cost and each route alone. Registers it in APP.router, records a run with the cost-quality
+    curve (router/router_report.html), and makes it the router champion only if every gate passed.
 
-    Exit 0: every router gate passed. 1: a gate failed. 2: invalid input (file, line and field
-    named). 4: the run could not complete. 5: no gate failed but one was INCONCLUSIVE.
+    Exit codes as for release: 0 promoted or already champion; 1 a gate failed; 2 invalid input
+    (file, line and field named; nothing registered); 3 the router champion moved meanwhile; 4 the
+    run could not complete; 5 no gate failed but one was INCONCLUSIVE.
     """
     _quiet(verbose)
     from llmrelease import api

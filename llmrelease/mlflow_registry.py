@@ -183,35 +183,77 @@ class MlflowRegistry:
 
         A config-only LoggedModel carries the spec as params and is linked to its prompt version.
         """
+        return self._ensure_version(
+            app,
+            key=candidate_key,
+            experiment_app=app,
+            prompts=[(app, prompt_version)],
+            params=params,
+            tags={**tags, TAG + "prompt_version": str(prompt_version)},
+            model_type="llm-candidate",
+            description=f"llmrelease candidates of app '{app}'",
+        )
+
+    def ensure_router_version(
+        self,
+        router_app: str,
+        *,
+        app: str,
+        router_key: str,
+        prompt_versions: list[int],
+        params: dict[str, str],
+        tags: dict[str, str],
+    ) -> tuple[VersionInfo, bool]:
+        """The router's version (its spec and both routes' prompt versions), created only once, in
+        the registered model ``router_app``; its LoggedModel is linked to every route's prompt version
+        of ``app`` and lives in the app's experiment."""
+        return self._ensure_version(
+            router_app,
+            key=router_key,
+            experiment_app=app,
+            prompts=[(app, v) for v in prompt_versions],
+            params=params,
+            tags=tags,
+            model_type="llm-router",
+            description=f"llmrelease routers of app '{app}'",
+        )
+
+    def _ensure_version(
+        self,
+        name_app: str,
+        *,
+        key: str,
+        experiment_app: str,
+        prompts: list[tuple[str, int]],
+        params: dict[str, str],
+        tags: dict[str, str],
+        model_type: str,
+        description: str,
+    ) -> tuple[VersionInfo, bool]:
         from mlflow.exceptions import MlflowException
 
-        existing = self.find_candidate(app, candidate_key)
+        existing = self.find_candidate(name_app, key)
         if existing is not None:
-            self.set_version_tags(app, existing.version, tags)
+            self.set_version_tags(name_app, existing.version, tags)
             return VersionInfo(existing.version, {**existing.tags, **tags}), False
-        name = model_name(app)
+        name = model_name(name_app)
         try:
             self.client.create_registered_model(
-                name, tags={TAG + "app": app}, description=f"llmrelease candidates of app '{app}'"
+                name, tags={TAG + "app": experiment_app}, description=description
             )
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
-        exp_id = self.experiment_id(app)
         logged = self._mlflow.create_external_model(
-            name=app,
+            name=name_app.replace(".", "-"),  # LoggedModel names may not hold a dot
             params=params,
-            tags={TAG + "candidate_key": candidate_key},
-            model_type="llm-candidate",
-            experiment_id=exp_id,
+            tags={TAG + "candidate_key": key},
+            model_type=model_type,
+            experiment_id=self.experiment_id(experiment_app),
         )
-        self.client.link_prompt_version_to_model(prompt_name(app), str(prompt_version), logged.model_id)
-        all_tags = {
-            **tags,
-            TAG + "candidate_key": candidate_key,
-            TAG + "prompt_version": str(prompt_version),
-            TAG + "logged_model_id": logged.model_id,
-        }
+        for prompt_app, version in dict.fromkeys(prompts):
+            self.client.link_prompt_version_to_model(prompt_name(prompt_app), str(version), logged.model_id)
+        all_tags = {**tags, TAG + "candidate_key": key, TAG + "logged_model_id": logged.model_id}
         mv = self.client.create_model_version(
             name, source=f"models:/{logged.model_id}", tags=all_tags, model_id=logged.model_id
         )

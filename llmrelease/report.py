@@ -488,7 +488,12 @@ def router_report(result: dict[str, Any], out: Console) -> None:
     )
     out.print(gate_table(result["gates"]))
     out.print(
-        f"[bold]{result['decision'].upper()}[/]: recorded in run {result['run_id']} at "
-        f"{result['tracking_uri']} (artifact router/router_report.html holds the cost-quality curve)",
+        f"[bold]{result['status'].upper()}[/] {result['router_model']} v{result['version']}: "
+        f"{result['note']}",
+        highlight=False,
+    )
+    out.print(
+        f"recorded in run {result['run_id']} at {result['tracking_uri']} "
+        "(artifact router/router_report.html holds the cost-quality curve)",
         highlight=False,
     )

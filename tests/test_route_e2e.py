@@ -13,29 +13,40 @@ import pytest
 from typer.testing import CliRunner
 
 from llmrelease.cli import app
+from llmrelease.outcome import EXIT_CODES
 from tests.conftest import HISTORY_CHUNK_ROWS, DemoHistory, copy_project
 
 APP = "support-triage"
 
 
-@pytest.fixture(scope="module")
-def routed(demo_history: DemoHistory, tmp_path_factory: pytest.TempPathFactory, _session_generations: Path):
-    project = copy_project(tmp_path_factory.mktemp("route") / "project")
+def run_route(project: Path, generations: Path) -> tuple[int, dict]:
+    """``llmrelease route --json`` on the session's kept generations, chunked as the demo history was."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMRELEASE_CHUNK_ROWS", HISTORY_CHUNK_ROWS)
-        mp.setenv("LLMRELEASE_CHECKPOINTS", str(_session_generations))
+        mp.setenv("LLMRELEASE_CHECKPOINTS", str(generations))
         mp.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
         result = CliRunner().invoke(
             app, ["route", APP, "--project", str(project), "--json"], catch_exceptions=False
         )
     assert result.stdout.strip(), result.stderr
-    return project, result.exit_code, json.loads(result.stdout)
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def routed(demo_history: DemoHistory, tmp_path_factory: pytest.TempPathFactory, _session_generations: Path):
+    project = copy_project(tmp_path_factory.mktemp("route") / "project")
+    code, out = run_route(project, _session_generations)
+    return project, code, out
 
 
 @pytest.mark.e2e
 def test_route_reports_every_router_number_with_intervals(routed, demo_history: DemoHistory) -> None:
     _, code, out = routed
-    assert code == {"pass": 0, "fail": 1, "inconclusive": 5}[out["decision"]] == out["exit_code"]
+    assert (
+        out["status"]
+        == {"pass": "promoted", "fail": "rejected", "inconclusive": "inconclusive"}[out["decision"]]
+    )
+    assert code == EXIT_CODES[out["status"]] == out["exit_code"]
     est, ci = out["estimates"], out["intervals"]
     # Each route alone is exactly the release of the same prompt: same items, same greedy answers.
     baseline = demo_history.steps["baseline"][1]["metrics"]["tickets.category_accuracy"]
@@ -76,6 +87,7 @@ def test_route_records_a_router_run_with_the_cost_quality_page(routed) -> None:
     run = client.get_run(out["run_id"])
     assert run.data.tags["llmrelease.kind"] == "router"
     assert run.data.tags["llmrelease.decision"] == out["decision"]
+    assert run.data.tags["llmrelease.router_model_version"] == out["version"]
     assert run.data.params["route.zero-shot.prompt"] == "minimal-v1"
     metrics = run.data.metrics
     assert metrics["router.apgr"] == pytest.approx(out["estimates"]["router.apgr"])
@@ -97,3 +109,46 @@ def test_route_without_a_router_is_a_clear_input_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "router.yaml" in result.stderr and "no router" in result.stderr
     assert not (project / ".llmrelease").exists()  # nothing recorded
+
+
+@pytest.mark.e2e
+def test_a_router_that_passes_its_gates_becomes_router_champion_by_compare_and_set(
+    demo_history: DemoHistory, tmp_path: Path, _session_generations: Path
+) -> None:
+    """Promotion is the candidate's transaction on the router's own registered model: a passing
+    router becomes champion (challenger cleared, threshold on the version), the same router again
+    is already champion (nothing evaluated), and a changed policy is a new version that replaces
+    it, the old one becoming previous-champion. The app's own aliases never move."""
+    from llmrelease.mlflow_registry import MlflowRegistry
+
+    project = copy_project(tmp_path / "project")
+    router_yaml = project / "registry" / APP / "router.yaml"
+    text = router_yaml.read_text()
+    gates_at = text.index("gates:")
+    # One gate every run here passes by construction: the share escalated stays near its target.
+    router_yaml.write_text(
+        text[:gates_at] + "gates:\n  - {name: share-bounded, metric: router.strong_share, max: 0.5}\n"
+    )
+    code, first = run_route(project, _session_generations)
+    assert (code, first["status"]) == (0, "promoted"), first.get("note")
+    assert first["champion_before"] is None and first["champion_after"] == first["version"] == "1"
+    store = project / ".llmrelease"
+    reg = MlflowRegistry(f"sqlite:///{store / 'mlflow.db'}", artifact_root=(store / "artifacts").as_uri())
+    champion = reg.alias(f"{APP}.router", "champion")
+    assert champion is not None and champion.version == "1"
+    assert float(champion.tags["llmrelease.router.threshold"]) == pytest.approx(first["threshold"])
+    assert reg.alias(f"{APP}.router", "challenger") is None  # cleared by the promotion
+    assert reg.alias(APP, "champion") is None  # the app's own model is not the router's
+
+    code, again = run_route(project, _session_generations)
+    assert (code, again["status"]) == (0, "already_champion")
+    assert "run_id" not in again  # nothing was evaluated
+
+    router_yaml.write_text(
+        router_yaml.read_text().replace("target_strong_share: 0.3", "target_strong_share: 0.2")
+    )
+    code, second = run_route(project, _session_generations)
+    assert (code, second["status"]) == (0, "promoted"), second.get("note")
+    assert (second["version"], second["champion_before"]) == ("2", "1")
+    assert reg.alias(f"{APP}.router", "previous-champion").version == "1"
+    assert second["prompt_versions"] == first["prompt_versions"]  # the routes' prompts are found again

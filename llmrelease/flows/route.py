@@ -1,4 +1,5 @@
-"""The router flow: evaluate both routes, apply the cascade, judge the router's gates, record it."""
+"""The router flow: register the router, evaluate both routes, apply the cascade, judge its gates,
+record it, and promote it only if every gate passed."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ from typing import Any
 from prefect import flow
 from prefect.utilities.annotations import quote
 
+from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
+from llmrelease.outcome import EXIT_CODES
 from llmrelease.store import redact_uri, resolve_store
 from llmrelease.tasks.routing.step import judge
-from llmrelease.tasks.routing.tasks import router_evaluate_task, router_log_task, router_plan_task
+from llmrelease.tasks.routing.tasks import (
+    router_evaluate_task,
+    router_log_task,
+    router_plan_task,
+    router_promote_task,
+    router_register_task,
+)
 
 __all__ = ["route", "route_flow"]
 
@@ -19,24 +28,53 @@ def route(
     project: Path, app: str, *, git_commit: str | None = None, tracking_uri: str | None = None
 ) -> dict[str, Any]:
     # 1. Plan: router.yaml and each route as the app with its prompt and model (specs, evalsets,
-    #    model sources and prompt lengths checked). Bad input stops here.
+    #    model sources and prompt lengths checked). Bad input stops here, before anything is registered.
     router, plans = router_plan_task(project, app, git_commit)
-    # 2. Every route answers every evalset item (checkpointed, on the process's engines).
+    store = resolve_store(router.app.root, tracking_uri)
+    registry = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root)
+    # 2. Register the router (each route's prompt version, the router's version), or find it.
+    candidate = router_register_task(registry, router, quote(plans))
+    before = candidate.champion.version if candidate.champion else None
+    summary: dict[str, Any] = {
+        "app": app,
+        "router_model": candidate.app,
+        "version": candidate.version.version,
+        "router_version": router.spec.version,
+        "prompt_versions": candidate.prompt_versions,
+        "champion_before": before,
+        "tracking_uri": redact_uri(store.tracking_uri),
+        "notes": list(candidate.notes),
+    }
+    if candidate.is_champion:
+        note = f"router v{before} is already the champion: nothing to do"
+        return {
+            **summary,
+            "status": "already_champion",
+            "exit_code": 0,
+            "champion_after": before,
+            "note": note,
+        }
+    # 3. Every route answers every evalset item (checkpointed, on the process's engines).
     evaluations = router_evaluate_task(router, quote(plans))
-    # 3. The cascade per item, the router numbers with intervals, and the router's gates.
+    # 4. The cascade per item, the router numbers with intervals, and the router's gates.
     quality_evalset = next(
         ev for ev in plans[router.cheap.name].evalsets if ev.name == router.quality_evalset
     )
     result = judge(router, evaluations, quality_evalset.clusters())
-    # 4. Record: an MLflow run with every number, the cost-quality page and the gate table.
-    store = resolve_store(router.app.root, tracking_uri)
-    run_id, _ = router_log_task(store, quote(result), quote(plans))
+    # 5. Record (an MLflow run with every number and the cost-quality page; the verdict and the
+    #    threshold on the version, challenger on it), then promote only if every gate passed and
+    #    the router champion is still the one it was when the evaluation started.
+    run_id, _ = router_log_task(registry, quote(result), quote(plans), candidate)
+    status, note = router_promote_task(registry, candidate, result.report, run_id)
+    after = registry.alias(candidate.app, CHAMPION)
     decision = result.report.decision
     return {
-        "app": app,
-        "router_version": router.spec.version,
+        **summary,
+        "status": status,
+        "exit_code": _exit_code(status, decision),
+        "champion_after": after.version if after else None,
+        "note": note,
         "decision": decision,
-        "exit_code": {"pass": 0, "fail": 1, "inconclusive": 5}[decision],
         "threshold": result.threshold,
         "threshold_source": result.threshold_source,
         "estimates": {k: e.value for k, e in result.evidence.estimates.items()},
@@ -46,15 +84,22 @@ def route(
         "routes": {r.name: r.app.prompt.version for r in router.routes},
         "gates": result.report.to_dict(),
         "run_id": run_id,
-        "tracking_uri": redact_uri(store.tracking_uri),
     }
+
+
+def _exit_code(status: str, decision: str) -> int:
+    """A release's exit codes; a test engine's verdict moves nothing and exits by its decision."""
+    if status == "test_engine":
+        return {"pass": 0, "fail": 1, "inconclusive": 5}[decision]
+    return EXIT_CODES[status]
 
 
 @flow(name="route", validate_parameters=True)
 def route_flow(app: str, project_dir: str = ".", git_commit: str | None = None) -> dict[str, Any]:
     """Evaluate ``app``'s router (registry/<app>/router.yaml): both routes on every evalset item, the
     cascade applied per item, APGR, CPT(50/80), the random router at equal cost and the best single
-    route with bootstrap intervals, and the router's gates. Records a router run; moves no alias.
+    route with bootstrap intervals, and the router's gates. Registers the router (``<app>.router``),
+    records the run, and makes it the router champion only if every gate passed.
     The store comes from the environment (``MLFLOW_TRACKING_URI``), never from a parameter."""
     from llmrelease.gitrepo import at_commit
 

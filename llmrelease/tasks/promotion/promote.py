@@ -4,20 +4,36 @@ never moves one."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from llmrelease.errors import PromotionConflict
 from llmrelease.faults import checkpoint
-from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.mlflow_registry import MlflowRegistry, VersionInfo
 from llmrelease.outcome import Status
 from llmrelease.tasks.gates.decisions import GateReport
-from llmrelease.tasks.promotion.candidate import Candidate
 from llmrelease.tasks.promotion.pages import note_on_version
 from llmrelease.tasks.promotion.transaction import promote_version
 
-__all__ = ["promote"]
+__all__ = ["promote", "Promotable"]
+
+
+class Promotable(Protocol):
+    """What promotion needs of a candidate (a model version, or a router's version)."""
+
+    @property
+    def app(self) -> str: ...
+    @property
+    def version(self) -> VersionInfo: ...
+    @property
+    def champion(self) -> VersionInfo | None: ...
+    @property
+    def engine_factory(self) -> str: ...
+    @property
+    def test_engine(self) -> bool: ...
 
 
 def promote(
-    registry: MlflowRegistry, candidate: Candidate, report: GateReport, run_id: str
+    registry: MlflowRegistry, candidate: Promotable, report: GateReport, run_id: str
 ) -> tuple[Status, str]:
     """Move the aliases only when every gate passed and the champion is still the one compared against."""
     if candidate.test_engine:

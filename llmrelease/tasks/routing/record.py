@@ -65,9 +65,15 @@ def router_summary(result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> d
 
 
 def log_router(
-    registry: MlflowRegistry, result: RouterEvaluation, plans: dict[str, ReleasePlan], git_commit: str
+    registry: MlflowRegistry,
+    result: RouterEvaluation,
+    plans: dict[str, ReleasePlan],
+    git_commit: str,
+    *,
+    registered_as: tuple[str, str] | None = None,
 ) -> tuple[str, str]:
-    """A router run in the app's experiment; returns (run id, the HTML page's text)."""
+    """A router run in the app's experiment; returns (run id, the HTML page's text).
+    ``registered_as``: the router's (registered model, version), tagged on the run."""
     router = result.router
     summary = router_summary(result, plans)
     page = router_html(
@@ -98,6 +104,8 @@ def log_router(
         TAG + "decision": decision,
         "mlflow.note.content": _note(result),
     }
+    if registered_as is not None:
+        tags[TAG + "router_model"], tags[TAG + "router_model_version"] = registered_as
     with tempfile.TemporaryDirectory(prefix="llmrelease-router-") as tmp:
         html_path = Path(tmp) / "router_report.html"
         html_path.write_text(page, encoding="utf-8")

@@ -9,15 +9,24 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from llmrelease.mlflow_registry import MlflowRegistry
+from llmrelease.outcome import Status
 from llmrelease.plan import ReleasePlan, build_plan
 from llmrelease.router_app import RouterApp, load_router
-from llmrelease.store import Store
 from llmrelease.tasks.evaluation.step import Evaluation, evaluate
+from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.progress import progress_bar
+from llmrelease.tasks.promotion.promote import promote
+from llmrelease.tasks.routing.promotion import RouterCandidate, record_verdict, register_router
 from llmrelease.tasks.routing.record import log_router
 from llmrelease.tasks.routing.step import RouterEvaluation
 
-__all__ = ["router_plan_task", "router_evaluate_task", "router_log_task"]
+__all__ = [
+    "router_plan_task",
+    "router_register_task",
+    "router_evaluate_task",
+    "router_log_task",
+    "router_promote_task",
+]
 
 
 @task(name="router-plan", cache_policy=NO_CACHE)  # bad input must fail at once, not retry
@@ -63,14 +72,47 @@ def router_evaluate_task(router: RouterApp, plans: dict[str, ReleasePlan]) -> di
     return out
 
 
+@task(name="router-register", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def router_register_task(
+    registry: MlflowRegistry, router: RouterApp, plans: dict[str, ReleasePlan]
+) -> RouterCandidate:
+    c = register_router(registry, router, plans)
+    for note in c.notes:
+        get_run_logger().warning(note)
+    get_run_logger().info(
+        "router: %s v%s (%s), route prompts %s; router champion: %s",
+        c.app, c.version.version, "new" if c.created else "existing",
+        ", ".join(f"{k} v{v}" for k, v in c.prompt_versions.items()),
+        f"v{c.champion.version}" if c.champion else "none",
+    )  # fmt: skip
+    return c
+
+
 @task(name="router-log-to-mlflow", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
-def router_log_task(store: Store, result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> tuple[str, str]:
-    registry = MlflowRegistry(store.tracking_uri, artifact_root=store.artifact_root)
+def router_log_task(
+    registry: MlflowRegistry,
+    result: RouterEvaluation,
+    plans: dict[str, ReleasePlan],
+    candidate: RouterCandidate,
+) -> tuple[str, str]:
+    """The router run, then the verdict and the fitted threshold on the version (and challenger)."""
     commit = next(iter(plans.values())).git_commit
-    run_id, page = log_router(registry, result, plans, commit)
+    run_id, page = log_router(
+        registry, result, plans, commit, registered_as=(candidate.app, candidate.version.version)
+    )
+    record_verdict(registry, candidate, result.report, run_id, result.threshold)
     for evaluation in result.evaluations.values():
         evaluation.discard_checkpoints()
     get_run_logger().info(
         "router %s: %s (run %s)", result.router.spec.version, result.report.decision, run_id
     )
     return run_id, page
+
+
+@task(name="router-promote", cache_policy=NO_CACHE)
+def router_promote_task(
+    registry: MlflowRegistry, candidate: RouterCandidate, report: GateReport, run_id: str
+) -> tuple[Status, str]:
+    status, note = promote(registry, candidate, report, run_id)
+    get_run_logger().info("router %s v%s: %s", candidate.app, candidate.version.version, note)
+    return status, note
