@@ -5,7 +5,9 @@
 3. a deliberately worse prompt is rejected by the gates and the champion stays;
 
 then the demo log's user feedback (written for the demo) is harvested against the versions those
-releases registered: a regression evalset, an SFT set and a preference set.
+releases registered: a regression evalset, an SFT set and a preference set; and finally the app's
+router (zero-shot, escalating to few-shot when unsure) is released: on this model it does not beat a
+random router at equal cost, and its gates say so.
 """
 
 from __future__ import annotations
@@ -78,6 +80,24 @@ def run_demo(project: Path | None = None) -> int:
 
     harvested = api.harvest(DEMO_APP, root, traffic=DEMO_LOG, out=store_dir / "harvests", store_dir=store_dir)
     harvest_report(harvested, console)
+    console.print(
+        Rule("[bold]routing: the zero-shot prompt when it is enough (registry/support-triage/router.yaml)")
+    )
+    from llmrelease.report import router_report
+
+    t0 = time.perf_counter()
+    routed = api.route(DEMO_APP, root, store_dir=store_dir)
+    router_report(routed, console)
+    quality = (routed.get("estimates") or {}).get("router.quality")
+    summary.add_row(
+        "router: zero-shot, escalating to few-shot",
+        f"router v{routed['version']}",
+        f"{quality:.3f}" if quality is not None else "-",
+        routed["status"],
+        "not promoted",
+        f"{time.perf_counter() - t0:.0f}",
+    )
+    ok &= routed["status"] in ("rejected", "inconclusive")
     console.print(Rule())
     console.print(summary)
     console.print(f"MLflow store: {store_dir}")

@@ -432,6 +432,10 @@ def test_demo_command_shows_a_promotion_and_a_rejection(tmp_path: Path) -> None:
     harvests = project / ".llmrelease" / "demo" / "harvests"
     harvested = sorted(p.name.split("-")[0] for p in harvests.iterdir())
     assert harvested == ["preference", "regression", "regression", "sft", "summary"]  # + the card
+    # ...and the router: measured, and not promoted (it does not beat random at equal cost here).
+    assert "router triage-router-v1 on 72 items" in out and "random router, equal cost" in out
+    assert reg.alias(f"{APP}.router", "champion") is None
+    assert reg.alias(f"{APP}.router", "challenger").version == "1"
 
 
 @pytest.mark.reuse_generations
