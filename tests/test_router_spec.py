@@ -110,3 +110,20 @@ def test_router_file_that_links_out_of_the_project_is_refused(project: Path, tmp
     router_file(project).symlink_to(outside)
     with pytest.raises(SpecError, match="symbolic link"):
         load_router(project, APP)
+
+
+def test_route_command_refuses_a_bad_router_with_file_line_and_field(project: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmrelease.cli import app
+
+    path = edit(project, "metric: router.cost_ratio", "metric: router.cost_ration")
+    result = CliRunner().invoke(app, ["route", APP, "--project", str(project), "--json"])
+    assert result.exit_code == 2, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert (Path(error["file"]), error["field"]) == (path.resolve(), "gates[2].metric")
+    assert "did you mean 'router.cost_ratio'" in error["message"]
+    assert "router.cost_ration" in path.read_text().splitlines()[error["line"] - 1]
+    assert not (project / ".llmrelease").exists()  # nothing registered, no store opened
