@@ -486,6 +486,13 @@ def router_report(result: dict[str, Any], out: Console) -> None:
         f"threshold {result['threshold']:.4f} ({result['threshold_source']})",
         highlight=False,
     )
+    if result.get("traffic"):
+        t = result["traffic"]
+        style = "" if t["within_band"] else "[bold yellow]"
+        out.print(
+            f"{style}on replayed traffic: {t['summary']}; cost {t['cost_per_1k_requests']:.4g} per 1k",
+            highlight=False,
+        )
     out.print(gate_table(result["gates"]))
     out.print(
         f"[bold]{result['status'].upper()}[/] {result['router_model']} v{result['version']}: "

@@ -69,6 +69,15 @@ def test_route_reports_every_router_number_with_intervals(routed, demo_history: 
     ):
         low, high = ci[name]
         assert low is not None and low <= est[name] <= high, name
+    # ...and on the demo's replayed traffic (shadow.yaml's 40 requests): the share it escalates there,
+    # against the target it was released for, and the cascade's cost with the strong route answering
+    # only what was escalated.
+    traffic = out["traffic"]
+    assert traffic["requests"] == 40 and traffic["skipped"] == 0
+    assert 0 <= traffic["strong_share"] <= 1 and traffic["within_band"] == (
+        abs(traffic["strong_share"] - 0.3) <= 0.1
+    )
+    assert cheap <= traffic["cost_per_1k_requests"] * 1.5
     assert {g["name"] for g in out["gates"]["gates"]} == {
         "orders-better-than-random",
         "beats-random-at-equal-cost",
@@ -92,6 +101,7 @@ def test_route_records_a_router_run_with_the_cost_quality_page(routed) -> None:
     metrics = run.data.metrics
     assert metrics["router.apgr"] == pytest.approx(out["estimates"]["router.apgr"])
     assert "router.apgr.ci_low" in metrics and "routes.few-shot.tickets.category_accuracy" in metrics
+    assert metrics["router.traffic.requests"] == 40
     page = Path(
         client.download_artifacts(out["run_id"], "router/router_report.html", str(project))
     ).read_text()
@@ -121,7 +131,7 @@ def test_a_router_that_passes_its_gates_becomes_router_champion_by_compare_and_s
     it, the old one becoming previous-champion. The app's own aliases never move."""
     from llmrelease.mlflow_registry import MlflowRegistry
 
-    project = copy_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project", shadow=False)  # no traffic: promotion is the point
     router_yaml = project / "registry" / APP / "router.yaml"
     text = router_yaml.read_text()
     gates_at = text.index("gates:")

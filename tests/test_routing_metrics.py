@@ -148,3 +148,15 @@ def test_bad_inputs_are_refused():
         items([0.1, 0.2, 0.3, 0.4], cheap_c=-1)
     with pytest.raises(ValueError, match="recovered"):
         cpt(sweep(HAND), 1.5)
+
+
+def test_calibration_flags_a_share_outside_the_band_and_refits_the_threshold():
+    from llmrelease.tasks.routing.calibration import calibrate
+
+    # ten recent requests; the released threshold -0.5 escalates the six below it
+    conf = np.array([-0.9, -0.8, -0.7, -0.65, -0.6, -0.55, -0.3, -0.2, -0.1, -0.05])
+    cal = calibrate(conf, -0.5, target=0.3, band=0.1)
+    assert cal.share == pytest.approx(0.6) and not cal.within_band
+    assert cal.refit_share == pytest.approx(0.3) and cal.refit_threshold == pytest.approx(-0.65)
+    assert "OUTSIDE" in cal.describe()
+    assert calibrate(conf, -0.68, target=0.3, band=0.1).within_band  # escalates 3 of 10

@@ -12,13 +12,14 @@ from prefect.utilities.annotations import quote
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
 from llmrelease.outcome import EXIT_CODES
 from llmrelease.store import redact_uri, resolve_store
-from llmrelease.tasks.routing.step import judge
+from llmrelease.tasks.routing.step import RouterEvaluation, judge
 from llmrelease.tasks.routing.tasks import (
     router_evaluate_task,
     router_log_task,
     router_plan_task,
     router_promote_task,
     router_register_task,
+    router_traffic_task,
 )
 
 __all__ = ["route", "route_flow"]
@@ -61,6 +62,8 @@ def route(
         ev for ev in plans[router.cheap.name].evalsets if ev.name == router.quality_evalset
     )
     result = judge(router, evaluations, quality_evalset.clusters())
+    # ...and on the app's replayed production traffic: the share escalated and what it costs.
+    result.traffic = router_traffic_task(quote(result), quote(plans[router.cheap.name].traffic))
     # 5. Record (an MLflow run with every number and the cost-quality page; the verdict and the
     #    threshold on the version, challenger on it), then promote only if every gate passed and
     #    the router champion is still the one it was when the evaluation started.
@@ -83,7 +86,25 @@ def route(
         "items": result.evidence.n,
         "routes": {r.name: r.app.prompt.version for r in router.routes},
         "gates": result.report.to_dict(),
+        "traffic": _traffic(result),
         "run_id": run_id,
+    }
+
+
+def _traffic(result: RouterEvaluation) -> dict[str, Any] | None:
+    t = result.traffic
+    if t is None:
+        return None
+    return {
+        "requests": t.requests,
+        "skipped": t.skipped,
+        "strong_share": t.calibration.share,
+        "target": t.calibration.target,
+        "band": t.calibration.band,
+        "within_band": t.calibration.within_band,
+        "refit_threshold": t.calibration.refit_threshold,
+        "cost_per_1k_requests": t.cost_per_1k_requests,
+        "summary": t.calibration.describe(),
     }
 
 

@@ -130,7 +130,12 @@ def register_router(
 
 
 def record_verdict(
-    registry: MlflowRegistry, candidate: RouterCandidate, report: GateReport, run_id: str, threshold: float
+    registry: MlflowRegistry,
+    candidate: RouterCandidate,
+    report: GateReport,
+    run_id: str,
+    threshold: float,
+    target_share: float,
 ) -> None:
     """The verdict, the run and the fitted threshold on the version, and ``challenger`` on it (a test
     engine's verdict moves nothing): what serving reads to route is on the version itself."""
@@ -139,6 +144,7 @@ def record_verdict(
         candidate.version.version,
         {
             TAG + "router.threshold": repr(float(threshold)),
+            TAG + "router.target_share": repr(float(target_share)),
             TAG + "eval_run_id": run_id,
             TAG + "gates_passed": str(report.passed).lower(),
             TAG + "decision": report.decision,

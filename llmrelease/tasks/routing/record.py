@@ -13,7 +13,7 @@ from llmrelease.plan import ReleasePlan
 from llmrelease.tasks.routing.report import router_html
 from llmrelease.tasks.routing.step import RouterEvaluation
 
-__all__ = ["router_summary", "log_router", "route_descriptions"]
+__all__ = ["router_summary", "log_router", "route_descriptions", "traffic_sentence"]
 
 
 def route_descriptions(result: RouterEvaluation) -> dict[str, str]:
@@ -61,7 +61,29 @@ def router_summary(result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> d
         },
         "strong_share_by_evalset": {k: float(v.mean()) for k, v in result.escalated.items() if v.size},
         "gates": result.report.to_dict(),
+        "traffic": None
+        if result.traffic is None
+        else {
+            "requests": result.traffic.requests,
+            "skipped": result.traffic.skipped,
+            "strong_share": result.traffic.calibration.share,
+            "within_band": result.traffic.calibration.within_band,
+            "refit_threshold": result.traffic.calibration.refit_threshold,
+            "cost_per_1k_requests": result.traffic.cost_per_1k_requests,
+        },
     }
+
+
+def traffic_sentence(result: RouterEvaluation) -> str | None:
+    t = result.traffic
+    if t is None:
+        return None
+    skipped = f" ({t.skipped} recorded as chat messages were skipped)" if t.skipped else ""
+    return (
+        f"On {t.requests} replayed production requests{skipped} the router {t.calibration.describe()}. "
+        f"The cascade costs {t.cost_per_1k_requests:.4g} per 1,000 of them (the cheap route alone "
+        f"{t.cheap_cost_per_1k_requests:.4g}); the strong route answered only the escalated ones."
+    )
 
 
 def log_router(
@@ -85,6 +107,7 @@ def log_router(
         evidence=result.evidence,
         report=result.report,
         routes=route_descriptions(result),
+        traffic=traffic_sentence(result),
     )
     params = {
         "router_version": router.spec.version,

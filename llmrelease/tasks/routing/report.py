@@ -169,8 +169,10 @@ def router_html(
     report: GateReport,
     routes: dict[str, str],
     links: list[tuple[str, str]] | None = None,
+    traffic: str | None = None,
 ) -> str:
-    """The page; ``routes`` maps each route to a one-line description (prompt and model versions)."""
+    """The page; ``routes`` maps each route to a one-line description (prompt and model versions);
+    ``traffic`` is one sentence on the router over the app's replayed traffic."""
     data: dict[str, Any] = report.to_dict()
     subtitle = [
         f"Quality score: {quality_metric}; {evidence.n} items"
@@ -185,6 +187,7 @@ def router_html(
         _curve_plots(evidence, evidence.curve),
         f"<p class='note'>{_e(HOW_TO_READ)}</p>",
         _table(evidence),
+        *([f"<h2>On replayed traffic</h2><p>{_e(traffic)}</p>"] if traffic else []),
         _gates_section(data, candidate="router", reference="strong route"),
         f"<p class='note'>Intervals: percentile bootstrap, {evidence.resamples:,} resamples "
         f"(seed {evidence.seed}), the threshold held fixed.</p>",

@@ -23,6 +23,7 @@ from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.routing.cascade import RouteItems, fit_threshold
 from llmrelease.tasks.routing.evidence import RouterEvidence, router_evidence
 from llmrelease.tasks.routing.gates import judge_router
+from llmrelease.tasks.routing.traffic import TrafficRouting
 
 __all__ = ["RouterEvaluation", "route_items", "routed_scores", "confidences", "judge"]
 
@@ -43,6 +44,15 @@ class RouterEvaluation:
     """The router's own per-item scores: for each evalset item, the score of the answer it serves."""
     escalated: dict[str, np.ndarray] = field(default_factory=dict)
     """Per evalset, in its row order: which items the cascade escalated."""
+    traffic: TrafficRouting | None = None
+    """The router on the app's replayed traffic (shadow.yaml's sample), when it has one."""
+
+    @property
+    def target_share(self) -> float:
+        """The share the router is meant to escalate: the policy's target, else the evalset's share
+        at the spec's threshold."""
+        target = self.router.spec.policy.target_strong_share
+        return target if target is not None else float(self.evidence.value("router.strong_share") or 0.0)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -57,6 +67,8 @@ class RouterEvaluation:
         for ev, esc in self.escalated.items():
             out[f"router.{ev}.strong_share"] = float(esc.mean()) if esc.size else 0.0
         out.update(self.routed.aggregates)
+        if self.traffic is not None:
+            out.update(self.traffic.metrics())
         for route, evaluation in self.evaluations.items():
             for name, value in evaluation.metrics.items():
                 if np.isfinite(value):

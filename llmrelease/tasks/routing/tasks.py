@@ -19,11 +19,14 @@ from llmrelease.tasks.promotion.promote import promote
 from llmrelease.tasks.routing.promotion import RouterCandidate, record_verdict, register_router
 from llmrelease.tasks.routing.record import log_router
 from llmrelease.tasks.routing.step import RouterEvaluation
+from llmrelease.tasks.routing.traffic import TrafficRouting, route_traffic
+from llmrelease.tasks.shadow.traffic import TrafficSample
 
 __all__ = [
     "router_plan_task",
     "router_register_task",
     "router_evaluate_task",
+    "router_traffic_task",
     "router_log_task",
     "router_promote_task",
 ]
@@ -36,7 +39,6 @@ def router_plan_task(project: Path, app: str, commit: str | None) -> tuple[Route
     plans = {
         r.name: build_plan(
             project, app, prompt_file=r.app.prompt_path, model_file=r.app.model_path, commit=commit,
-            with_traffic=False,
         )
         for r in router.routes
     }  # fmt: skip
@@ -88,6 +90,20 @@ def router_register_task(
     return c
 
 
+@task(name="router-on-traffic", cache_policy=NO_CACHE)
+def router_traffic_task(result: RouterEvaluation, sample: TrafficSample | None) -> TrafficRouting | None:
+    """The router on the app's replayed traffic sample: the share escalated (calibration against its
+    target) and the cascade's cost; the strong route answers only what the cheap one escalated."""
+    if sample is None or not sample.records:
+        return None
+    routing = route_traffic(result.router, sample, result.threshold, target=result.target_share)
+    if routing is not None:
+        get_run_logger().info(
+            "router on %d traffic requests: %s", routing.requests, routing.calibration.describe()
+        )
+    return routing
+
+
 @task(name="router-log-to-mlflow", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def router_log_task(
     registry: MlflowRegistry,
@@ -100,7 +116,7 @@ def router_log_task(
     run_id, page = log_router(
         registry, result, plans, commit, registered_as=(candidate.app, candidate.version.version)
     )
-    record_verdict(registry, candidate, result.report, run_id, result.threshold)
+    record_verdict(registry, candidate, result.report, run_id, result.threshold, result.target_share)
     for evaluation in result.evaluations.values():
         evaluation.discard_checkpoints()
     get_run_logger().info(

@@ -1,0 +1,111 @@
+"""The router on replayed production traffic: the share it escalates and what it costs per 1,000 requests.
+
+Traffic has no references, so no quality here: what recent requests say is how often the cheap route
+is unsure (the share escalated, against the target the router was released for) and what the
+cascade costs on them. Like a production cascade, the strong route answers only the requests the
+cheap one escalated. Requests recorded as template variables are rendered with each route's prompt;
+one recorded as finished chat messages cannot be re-prompted and is counted as skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmrelease.engines.backends import EngineFactory
+from llmrelease.engines.base import Generation
+from llmrelease.project import AppSpec
+from llmrelease.router_app import RouterApp
+from llmrelease.specs import TrafficRecord
+from llmrelease.tasks.evaluation.scoring import score_chunk
+from llmrelease.tasks.evaluation.step import default_engine_factory
+from llmrelease.tasks.routing.calibration import Calibration, calibrate
+from llmrelease.tasks.shadow.traffic import TrafficSample
+
+__all__ = ["TrafficRouting", "route_traffic"]
+
+
+@dataclass(frozen=True)
+class TrafficRouting:
+    requests: int
+    skipped: int
+    """Requests recorded as chat messages (no template variables): not routable by prompt."""
+    calibration: Calibration
+    cost_per_1k_requests: float
+    cheap_cost_per_1k_requests: float
+
+    def metrics(self) -> dict[str, float]:
+        c = self.calibration
+        return {
+            "router.traffic.requests": float(self.requests),
+            "router.traffic.strong_share": c.share,
+            "router.traffic.refit_threshold": c.refit_threshold,
+            "router.traffic.cost_per_1k_requests": self.cost_per_1k_requests,
+            "router.traffic.within_band": float(c.within_band),
+        }
+
+
+def route_traffic(
+    router: RouterApp,
+    sample: TrafficSample,
+    threshold: float,
+    *,
+    target: float,
+    engine_factory: EngineFactory | None = None,
+) -> TrafficRouting | None:
+    """The cheap route on every routable request, the strong route on the ones it escalates; None when
+    no request carries template variables."""
+    records = [r for r in sample.records if r.vars is not None]
+    if not records:
+        return None
+    factory = engine_factory or default_engine_factory()
+    policy = router.spec.policy
+
+    def answer(route_app: AppSpec, rows: list[TrafficRecord]) -> list[Generation]:
+        engine, _ = factory(route_app.model, route_app.root, route_app.model_path)
+        conversations = [route_app.prompt.render(r.vars) for r in rows]
+        model = route_app.model
+        return engine.generate(
+            conversations, model.sampling, response_schema=model.response_schema
+        ).generations
+
+    cheap_app, strong_app = router.cheap.app, router.strong.app
+    cheap = answer(cheap_app, records)
+    conf = np.array(
+        [np.nan if g.mean_logprob is None else g.mean_logprob for g in cheap]
+        if policy.confidence == "mean_logprob"
+        else [np.nan if g.min_logprob is None else g.min_logprob for g in cheap],
+        dtype=float,
+    )
+    if np.isnan(conf).any():
+        conf = np.where(np.isnan(conf), -np.inf, conf)  # no confidence: escalate, as a cascade must
+    if "schema_failure" in policy.escalate_on and cheap_app.model.response_schema is not None:
+        scores = score_chunk(
+            [], [g.text for g in cheap], [None] * len(cheap), response_schema=cheap_app.model.response_schema
+        )
+        conf[np.asarray(scores["schema_conforms"]) < 1] = -np.inf
+    cal = calibrate(conf, threshold, target=target, band=policy.band)
+    escalate = (conf < threshold) | np.isneginf(conf)
+    strong = (
+        answer(strong_app, [r for r, e in zip(records, escalate, strict=True) if e]) if escalate.any() else []
+    )
+
+    def cost(route_app: AppSpec, gens: list[Generation]) -> float:
+        pricing = route_app.model.pricing
+        return (
+            sum(pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in gens)
+            if pricing
+            else 0.0
+        )
+
+    cheap_cost = cost(cheap_app, cheap)
+    total = cheap_cost + cost(strong_app, strong)
+    n = len(records)
+    return TrafficRouting(
+        requests=n,
+        skipped=len(sample.records) - n,
+        calibration=cal,
+        cost_per_1k_requests=total / n * 1000,
+        cheap_cost_per_1k_requests=cheap_cost / n * 1000,
+    )
