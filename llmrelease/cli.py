@@ -446,8 +446,10 @@ def nightly(
     verbose: VerboseOpt = False,
 ) -> None:
     """Re-evaluate each champion on its app's current evalsets and compare with its release run
-    (the scheduled `nightly` deployment runs the same flow). Records a run, tags the version, moves
-    nothing. Exit 0: no drift. 1: drift in at least one app. 2: an app could not be checked."""
+    (the scheduled `nightly` deployment runs the same flow); replay recent traffic through the
+    router champion, if any, and flag it when the share it escalates left its band. Records a run,
+    tags the versions, moves nothing. Exit 0: no drift. 1: drift in at least one app. 2: an app
+    could not be checked."""
     _quiet(verbose)
     from llmrelease.flows.nightly import nightly_flow
     from llmrelease.store import resolve_store

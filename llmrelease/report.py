@@ -360,6 +360,9 @@ def status_table(status: dict[str, Any]) -> Table:
     return table
 
 
+_SHOWN = ("drift", "unknown")
+
+
 def nightly_table(result: dict[str, Any]) -> Table:
     """One row per app: its champion, the drift verdict, and why (drifted metrics, failing gates,
     or the error that kept it from being checked)."""
@@ -377,6 +380,7 @@ def nightly_table(result: dict[str, Any]) -> Table:
                 ),
                 *(f"gate {g['name']}" for g in rep.get("failed_gates", [])),
                 *([rep["feedback"]["text"]] if (rep.get("feedback") or {}).get("flagged") else []),
+                *([rep["router"]["text"]] if (rep.get("router") or {}).get("status") in _SHOWN else []),
             ]
         )
         detail = detail or rep.get("error") or "; ".join(rep.get("notes", [])[:1]) or "-"

@@ -162,3 +162,46 @@ def test_a_router_that_passes_its_gates_becomes_router_champion_by_compare_and_s
     assert (second["version"], second["champion_before"]) == ("2", "1")
     assert reg.alias(f"{APP}.router", "previous-champion").version == "1"
     assert second["prompt_versions"] == first["prompt_versions"]  # the routes' prompts are found again
+
+
+@pytest.mark.e2e
+def test_nightly_calibrates_the_router_champion_on_recent_traffic(
+    demo_history: DemoHistory, tmp_path: Path, _session_generations: Path
+) -> None:
+    """The nightly replays the traffic sample through the router champion at its threshold: the share
+    it escalates is the release's own measurement on the same requests (greedy), it is flagged when
+    outside target ± band (drift, exit 1), and the result and re-fitted threshold go on the version.
+    Nothing moves and no threshold changes."""
+    from llmrelease.mlflow_registry import MlflowRegistry
+
+    project = copy_project(tmp_path / "project")
+    router_yaml = project / "registry" / APP / "router.yaml"
+    text = router_yaml.read_text()
+    router_yaml.write_text(
+        text[: text.index("gates:")]
+        + "gates:\n  - {name: share-bounded, metric: router.strong_share, max: 0.5}\n"
+    )
+    code, released = run_route(project, _session_generations)
+    assert (code, released["status"]) == (0, "promoted"), released.get("note")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMRELEASE_CHECKPOINTS", str(_session_generations))
+        mp.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
+        result = CliRunner().invoke(
+            app, ["nightly", APP, "--project", str(project), "--json"], catch_exceptions=False
+        )
+    out = json.loads(result.stdout)
+    router = out["apps"][APP]["router"]
+    assert router["share"] == pytest.approx(released["traffic"]["strong_share"])
+    assert router["threshold"] == pytest.approx(released["threshold"])
+    assert router["within_band"] == (abs(router["share"] - 0.3) <= 0.1)
+    assert router["status"] == ("ok" if router["within_band"] else "drift")
+    assert result.exit_code == (0 if router["within_band"] else 1)
+    store = project / ".llmrelease"
+    reg = MlflowRegistry(f"sqlite:///{store / 'mlflow.db'}", artifact_root=(store / "artifacts").as_uri())
+    champion = reg.alias(f"{APP}.router", "champion")
+    assert champion.version == released["version"]  # nothing moved
+    assert (
+        json.loads(champion.tags["llmrelease.router.calibration"])["refit_threshold"]
+        == router["refit_threshold"]
+    )
+    assert float(champion.tags["llmrelease.router.threshold"]) == pytest.approx(released["threshold"])

@@ -1,7 +1,9 @@
 """The nightly flow: re-check every app's champion for drift, move nothing.
 
 For each app: load its specs and current evalsets, re-evaluate the champion exactly as it was
-released, compare with its release run, record one MLflow run and tag the champion version.
+released, compare with its release run, record one MLflow run and tag the champion version; and
+when the app has a router champion, replay recent traffic through it and flag it when the share it
+escalates has left its band (tagged on the router's version).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from llmrelease.tasks.prefect_tasks import (
     log_drift_task,
 )
 from llmrelease.tasks.promotion import nightly as steps
+from llmrelease.tasks.routing.tasks import check_router_task
 
 __all__ = ["nightly", "nightly_flow"]
 
@@ -63,9 +66,15 @@ def nightly(
             report = check_champion_task(registry, spec, evalsets, tolerance)
             if report is None:
                 results[app] = {"status": "no_champion"}
-                continue
-            run_id = log_drift_task(registry, spec, quote(report))
-            results[app] = {**report.to_dict(), "nightly_run_id": run_id}
+            else:
+                run_id = log_drift_task(registry, spec, quote(report))
+                results[app] = {**report.to_dict(), "nightly_run_id": run_id}
+            # The router champion, if any: still escalating the share it was released for?
+            router = check_router_task(registry, project, app)
+            if router is not None:
+                results[app]["router"] = router
+                if router["status"] == "drift":
+                    results[app]["status"] = "drift"
         except LLMReleaseError as exc:
             _logger().error("%s: not checked: %s", app, exc)
             results[app] = {"status": "error", "error": str(exc)}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -16,6 +18,7 @@ from llmrelease.tasks.evaluation.step import Evaluation, evaluate
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.progress import progress_bar
 from llmrelease.tasks.promotion.promote import promote
+from llmrelease.tasks.routing.nightly import check_router
 from llmrelease.tasks.routing.promotion import RouterCandidate, record_verdict, register_router
 from llmrelease.tasks.routing.record import log_router
 from llmrelease.tasks.routing.step import RouterEvaluation
@@ -29,6 +32,7 @@ __all__ = [
     "router_traffic_task",
     "router_log_task",
     "router_promote_task",
+    "check_router_task",
 ]
 
 
@@ -132,3 +136,13 @@ def router_promote_task(
     status, note = promote(registry, candidate, report, run_id)
     get_run_logger().info("router %s v%s: %s", candidate.app, candidate.version.version, note)
     return status, note
+
+
+@task(name="check-router", cache_policy=NO_CACHE)
+def check_router_task(registry: MlflowRegistry, project: Path, app: str) -> dict[str, Any] | None:
+    """The router champion's calibration on recent traffic (None: the app has no router champion)."""
+    result = check_router(registry, project, app)
+    if result is not None:
+        level = logging.WARNING if result["status"] != "ok" else logging.INFO
+        get_run_logger().log(level, "%s v%s: %s", result["router_model"], result["version"], result["text"])
+    return result
