@@ -21,11 +21,28 @@ from llmrelease.plan import ReleasePlan
 from llmrelease.specs import ModelSpec, PromptSpec, content_hash
 from llmrelease.tasks.promotion.transaction import recover
 
-__all__ = ["Candidate", "candidate_key", "register_candidate"]
+__all__ = ["Candidate", "VersionState", "candidate_key", "register_candidate"]
+
+
+class VersionState:
+    """What a registered version knows of itself when its release starts (a candidate's, a router's)."""
+
+    version: VersionInfo
+    champion: VersionInfo | None
+    engine_factory: str
+
+    @property
+    def test_engine(self) -> bool:
+        """Evaluated with a test engine (LLMRELEASE_ENGINE_FACTORY): recorded, never promoted."""
+        return is_test_engine(self.engine_factory)
+
+    @property
+    def is_champion(self) -> bool:
+        return self.champion is not None and self.champion.version == self.version.version
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Candidate(VersionState):
     app: str
     version: VersionInfo
     created: bool
@@ -43,14 +60,6 @@ class Candidate:
     """What registration found and did on the way: an unfinished move completed, dead runs marked,
     a rolled-back version released again on purpose."""
 
-    @property
-    def test_engine(self) -> bool:
-        """Evaluated with a test engine (LLMRELEASE_ENGINE_FACTORY): recorded, never promoted."""
-        return is_test_engine(self.engine_factory)
-
-    @property
-    def is_champion(self) -> bool:
-        return self.champion is not None and self.champion.version == self.version.version
 
 
 def candidate_key(model: ModelSpec, prompt: PromptSpec, engine_factory: str = "vllm") -> str:

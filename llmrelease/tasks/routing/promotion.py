@@ -21,6 +21,7 @@ from llmrelease.plan import ReleasePlan
 from llmrelease.router_app import RouterApp
 from llmrelease.specs import content_hash
 from llmrelease.tasks.gates.decisions import GateReport
+from llmrelease.tasks.promotion.candidate import VersionState
 from llmrelease.tasks.promotion.transaction import recover
 
 __all__ = [
@@ -41,7 +42,7 @@ def router_app_name(app: str) -> str:
 
 
 @dataclass(frozen=True)
-class RouterCandidate:
+class RouterCandidate(VersionState):
     app: str
     """The registered model of the router (``<app>.router``): what the transaction moves aliases of."""
     version: VersionInfo
@@ -52,14 +53,6 @@ class RouterCandidate:
     """The router champion when the evaluation started (compare-and-set)."""
     engine_factory: str = "vllm"
     notes: tuple[str, ...] = ()
-
-    @property
-    def test_engine(self) -> bool:
-        return is_test_engine(self.engine_factory)
-
-    @property
-    def is_champion(self) -> bool:
-        return self.champion is not None and self.champion.version == self.version.version
 
 
 def router_key(router: RouterApp, engine_factory: str = "vllm") -> str:
