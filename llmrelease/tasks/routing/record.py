@@ -80,7 +80,7 @@ def traffic_sentence(result: RouterEvaluation) -> str | None:
         return None
     skipped = f" ({t.skipped} recorded as chat messages were skipped)" if t.skipped else ""
     return (
-        f"On {t.requests} replayed production requests{skipped} the router {t.calibration.describe()}. "
+        f"On replayed production traffic{skipped} the router {t.calibration.describe()}. "
         f"The cascade costs {t.cost_per_1k_requests:.4g} per 1,000 of them (the cheap route alone "
         f"{t.cheap_cost_per_1k_requests:.4g}); the strong route answered only the escalated ones."
     )
