@@ -181,6 +181,7 @@ def judge_router(
             "resamples": stats.resamples,
             "seed": stats.seed,
             "power": stats.power,
-            "correction": "none (every gate must pass: an intersection-union test)",
+            "correction": "none: every gate must pass, an intersection-union test",
+            "family_size": len(results),
         },
     )
