@@ -264,7 +264,7 @@ def status(
     whether the model's and the prompt's aliases agree. Finishes an alias move a killed release left
     half-way (and says so). Reads a store; never creates one."""
     _quiet(False)
-    from llmrelease.report import status_table
+    from llmrelease.report import router_status_table, status_table
     from llmrelease.store import resolve_store
 
     with _errors_reported(as_json):
@@ -284,6 +284,9 @@ def status(
     for note in st.get("notes", []):
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     out.print(status_table(st))
+    router_table = router_status_table(st)
+    if router_table is not None:
+        out.print(router_table)
     out.print(f"{st['versions']} registered version(s) in {st['tracking_uri']}")
     if st.get("disagreements"):
         raise typer.Exit(1)
@@ -299,6 +302,7 @@ def _empty_status(app_name: str, tracking_uri: str) -> dict[str, object]:
         "versions": 0,
         "aliases": [{"alias": a, "version": None} for a in ("champion", "challenger", "previous-champion")],
         "disagreements": [],
+        "router": None,
         "notes": ["no store yet: nothing has been released to it"],
     }
 

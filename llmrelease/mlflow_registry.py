@@ -47,6 +47,11 @@ def model_name(app: str) -> str:
     return app
 
 
+def router_name(app: str) -> str:
+    """The registered model (and lock) of ``app``'s routers, beside the app's own model."""
+    return f"{app}.router"
+
+
 def experiment_name(app: str) -> str:
     return f"llmrelease/{app}"
 

@@ -21,6 +21,7 @@ __all__ = [
     "shadow_panel",
     "status_table",
     "router_report",
+    "router_status_table",
 ]
 
 _VERDICT_STYLE = {
@@ -356,6 +357,33 @@ def status_table(status: dict[str, Any]) -> Table:
             (row.get("git_commit") or "-")[:12],
             metrics or "-",
             (row.get("eval_run_id") or "-")[:12],
+        )
+    return table
+
+
+def router_status_table(status: dict[str, Any]) -> Table | None:
+    """The router's aliases (``<app>.router``): version, verdict, threshold, last calibration."""
+    rows = status.get("router")
+    if not rows:
+        return None
+    table = Table(title=f"{status['app']}.router: aliases", header_style="bold")
+    for col in ("alias", "router", "spec", "decision", "threshold", "last calibration on traffic"):
+        table.add_column(col, no_wrap=True)
+    for row in rows:
+        cal = row.get("calibration")
+        calibrated = "-"
+        if cal:
+            where = "within" if cal["within_band"] else "[bold red]OUTSIDE[/]"
+            band = f"{cal['target']:.0%}±{cal['band']:.0%}"
+            calibrated = f"{cal['share']:.0%} of {cal['requests']}, {where} {band}"
+        threshold = row.get("threshold")
+        table.add_row(
+            row["alias"],
+            _v(row.get("version")),
+            row.get("router_version") or "-",
+            row.get("decision") or "-",
+            f"{float(threshold):.4f}" if threshold else "-",
+            calibrated,
         )
     return table
 

@@ -205,3 +205,12 @@ def test_nightly_calibrates_the_router_champion_on_recent_traffic(
         == router["refit_threshold"]
     )
     assert float(champion.tags["llmrelease.router.threshold"]) == pytest.approx(released["threshold"])
+    # `status` shows the router's aliases beside the app's, with the last calibration.
+    shown = CliRunner().invoke(
+        app, ["status", APP, "--project", str(project), "--json"], catch_exceptions=False
+    )
+    rows = {r["alias"]: r for r in json.loads(shown.stdout)["router"]}
+    assert rows["champion"]["version"] == released["version"] and rows["champion"]["decision"] == "pass"
+    assert rows["champion"]["calibration"]["share"] == pytest.approx(router["share"])
+    table = CliRunner().invoke(app, ["status", APP, "--project", str(project)], catch_exceptions=False)
+    assert "support-triage.router: aliases" in table.stdout and "last calibration on traffic" in table.stdout

@@ -7,10 +7,11 @@ half-way (:func:`.transaction.recover`), so what it shows is what the next relea
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llmrelease.locks import app_lock
-from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, MlflowRegistry
+from llmrelease.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, MlflowRegistry, router_name
 from llmrelease.store import redact_uri
 from llmrelease.tasks.feedback.signal import latest_summary, version_row
 from llmrelease.tasks.promotion.transaction import recover
@@ -66,6 +67,7 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
         aliases.append(row)
     override = (registry.model_tags(app) or {}).get(TAG + "champion_override")
     return {
+        "router": _router_status(registry, app),
         "app": app,
         "override": override if override and override != "none" else None,
         "tracking_uri": redact_uri(registry.tracking_uri),
@@ -74,3 +76,27 @@ def app_status(registry: MlflowRegistry, app: str) -> dict[str, Any]:
         "disagreements": disagreements,
         "notes": notes,
     }
+
+
+def _router_status(registry: MlflowRegistry, app: str) -> list[dict[str, Any]] | None:
+    """Who holds the router's aliases (``<app>.router``), with each version's verdict, threshold and
+    last calibration on traffic; None when the app has never released a router."""
+    name = router_name(app)
+    if registry.model_tags(name) is None:
+        return None
+    rows = []
+    for alias in (CHAMPION, CHALLENGER, PREVIOUS):
+        info = registry.alias(name, alias)
+        row: dict[str, Any] = {"alias": alias, "version": info.version if info else None}
+        if info is not None:
+            calibration = info.tags.get(TAG + "router.calibration")
+            row.update(
+                router_version=info.tags.get(TAG + "router_spec_version"),
+                decision=info.tags.get(TAG + "decision"),
+                threshold=info.tags.get(TAG + "router.threshold"),
+                target_share=info.tags.get(TAG + "router.target_share"),
+                eval_run_id=info.eval_run_id,
+                calibration=json.loads(calibration) if calibration else None,
+            )
+        rows.append(row)
+    return rows

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from llmrelease.faults import checkpoint
 from llmrelease.locks import app_lock
 from llmrelease.manifest import is_test_engine
-from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, utc_now
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, VersionInfo, router_name, utc_now
 from llmrelease.plan import ReleasePlan
 from llmrelease.router_app import RouterApp
 from llmrelease.specs import content_hash
@@ -38,7 +38,7 @@ ROUTER_SUFFIX = ".router"
 
 def router_app_name(app: str) -> str:
     """The registered model (and the lock) of ``app``'s routers, beside the app's own model."""
-    return app + ROUTER_SUFFIX
+    return router_name(app)
 
 
 @dataclass(frozen=True)
