@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Status", "ReleaseOutcome", "EXIT_CODES"]
+__all__ = ["Status", "ReleaseOutcome", "EXIT_CODES", "exit_code_for"]
 
 Status = Literal["promoted", "rejected", "inconclusive", "already_champion", "conflict", "test_engine"]
 
@@ -27,6 +27,14 @@ the candidate was evaluated, 5 no gate failed but at least one could not decide 
 too small to tell; nothing promoted). Raised before any outcome exists
 (``LLMReleaseError.exit_code``): 2 invalid input (or a rolled-back candidate), 4 infrastructure
 (the release could not complete)."""
+
+
+def exit_code_for(status: str, decision: str | None) -> int:
+    """A release's (or a router release's) exit code. A test engine's verdict moves nothing: it exits
+    by the gates' decision on its outputs (pass 0, inconclusive 5, anything else 1)."""
+    if status == "test_engine":
+        return {"pass": 0, "inconclusive": EXIT_CODES["inconclusive"]}.get(decision or "", 1)
+    return EXIT_CODES[status]
 
 
 @dataclass
@@ -53,11 +61,7 @@ class ReleaseOutcome:
 
     @property
     def exit_code(self) -> int:
-        if self.status == "test_engine":  # gates ran on a test engine's outputs; nothing moved
-            if self.report is not None and self.report.get("decision") == "inconclusive":
-                return EXIT_CODES["inconclusive"]
-            return 0 if self.report is not None and self.report.get("passed") else 1
-        return EXIT_CODES[self.status]
+        return exit_code_for(self.status, self.report.get("decision") if self.report is not None else None)
 
     @property
     def passed(self) -> bool:

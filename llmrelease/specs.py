@@ -338,9 +338,14 @@ class Pricing(_Spec):
     gpu_per_hour: float | None = Field(default=None, ge=0)
     """Self-hosted price of the serving machine per hour, instead of token prices."""
 
+    @property
+    def token_priced(self) -> bool:
+        """Priced per token (so each request has its own cost), not per machine hour."""
+        return self.input_per_mtok is not None and self.output_per_mtok is not None
+
     @model_validator(mode="after")
     def _one_model(self) -> Pricing:
-        tokens = self.input_per_mtok is not None and self.output_per_mtok is not None
+        tokens = self.token_priced
         if self.gpu_per_hour is not None and (
             self.input_per_mtok is not None or self.output_per_mtok is not None
         ):
@@ -351,7 +356,7 @@ class Pricing(_Spec):
 
     def cost(self, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
         """Token-priced cost of one request (0 for gpu_per_hour pricing: that cost is per second)."""
-        if self.input_per_mtok is None or self.output_per_mtok is None:
+        if not self.token_priced:
             return 0.0
         cached_price = (
             self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok

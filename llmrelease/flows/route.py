@@ -10,9 +10,9 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
-from llmrelease.outcome import EXIT_CODES
+from llmrelease.outcome import exit_code_for
 from llmrelease.store import redact_uri, resolve_store
-from llmrelease.tasks.routing.step import RouterEvaluation, judge
+from llmrelease.tasks.routing.step import judge
 from llmrelease.tasks.routing.tasks import (
     router_evaluate_task,
     router_log_task,
@@ -74,7 +74,7 @@ def route(
     return {
         **summary,
         "status": status,
-        "exit_code": _exit_code(status, decision),
+        "exit_code": exit_code_for(status, decision),
         "champion_after": after.version if after else None,
         "note": note,
         "decision": decision,
@@ -86,33 +86,9 @@ def route(
         "items": result.evidence.n,
         "routes": {r.name: r.app.prompt.version for r in router.routes},
         "gates": result.report.to_dict(),
-        "traffic": _traffic(result),
+        "traffic": result.traffic.to_dict() if result.traffic is not None else None,
         "run_id": run_id,
     }
-
-
-def _traffic(result: RouterEvaluation) -> dict[str, Any] | None:
-    t = result.traffic
-    if t is None:
-        return None
-    return {
-        "requests": t.requests,
-        "skipped": t.skipped,
-        "strong_share": t.calibration.share,
-        "target": t.calibration.target,
-        "band": t.calibration.band,
-        "within_band": t.calibration.within_band,
-        "refit_threshold": t.calibration.refit_threshold,
-        "cost_per_1k_requests": t.cost_per_1k_requests,
-        "summary": t.calibration.describe(),
-    }
-
-
-def _exit_code(status: str, decision: str) -> int:
-    """A release's exit codes; a test engine's verdict moves nothing and exits by its decision."""
-    if status == "test_engine":
-        return {"pass": 0, "fail": 1, "inconclusive": 5}[decision]
-    return EXIT_CODES[status]
 
 
 @flow(name="route", validate_parameters=True)

@@ -122,6 +122,6 @@ def item_columns(generations: list[Generation], pricing: Pricing | None) -> dict
         "mean_logprob": [np.nan if g.mean_logprob is None else g.mean_logprob for g in generations],
         "min_logprob": [np.nan if g.min_logprob is None else g.min_logprob for g in generations],
     }
-    if pricing is not None and pricing.input_per_mtok is not None and pricing.output_per_mtok is not None:
+    if pricing is not None and pricing.token_priced:
         out["cost"] = [pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in generations]
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmrelease.tasks.routing.cascade import fit_threshold
+from llmrelease.tasks.routing.cascade import escalates, fit_threshold
 
 __all__ = ["Calibration", "calibrate"]
 
@@ -52,7 +52,7 @@ def calibrate(confidence: np.ndarray, threshold: float, *, target: float, band: 
         raise ValueError("no recent requests to calibrate on")
 
     def share(t: float) -> float:
-        return float(np.mean((conf < t) | np.isneginf(conf)))
+        return float(np.mean(escalates(conf, t)))
 
     refit = fit_threshold(conf, target)
     return Calibration(

@@ -43,6 +43,7 @@ __all__ = [
     "Curve",
     "OperatingPoint",
     "escalated",
+    "escalates",
     "fit_threshold",
     "operating_point",
     "sweep",
@@ -104,10 +105,16 @@ class RouteItems:
         return np.concatenate([[0], ends, [len(self)]]).astype(np.intp)
 
 
-def escalated(items: RouteItems, threshold: float) -> np.ndarray:
-    """The cascade's decision per item: escalate when the cheap answer's confidence is below the
+def escalates(confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """The cascade's decision per answer: escalate when the cheap answer's confidence is below the
     threshold, and always when it was forced out (confidence -inf)."""
-    return (items.confidence < threshold) | np.isneginf(items.confidence)
+    conf = np.asarray(confidence, dtype=float)
+    return (conf < threshold) | np.isneginf(conf)
+
+
+def escalated(items: RouteItems, threshold: float) -> np.ndarray:
+    """:func:`escalates` on the items' confidences."""
+    return escalates(items.confidence, threshold)
 
 
 def fit_threshold(confidence: np.ndarray, target_share: float) -> float:

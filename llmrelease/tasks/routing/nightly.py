@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, utc_now
+from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, router_name, utc_now
 from llmrelease.router_app import has_router, load_router
-from llmrelease.tasks.routing.promotion import router_app_name, router_key
+from llmrelease.tasks.routing.promotion import router_key
 from llmrelease.tasks.routing.traffic import route_traffic
 from llmrelease.tasks.shadow.traffic import read_traffic
 
@@ -27,7 +27,7 @@ def check_router(registry: MlflowRegistry, project: Path, app: str) -> dict[str,
     its band, ``unknown``: nothing to calibrate on) with the numbers and a sentence."""
     if not has_router(project, app):
         return None
-    name = router_app_name(app)
+    name = router_name(app)
     champion = registry.alias(name, CHAMPION)
     if champion is None:
         return None

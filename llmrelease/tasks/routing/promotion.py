@@ -25,20 +25,11 @@ from llmrelease.tasks.promotion.candidate import VersionState
 from llmrelease.tasks.promotion.transaction import recover
 
 __all__ = [
-    "ROUTER_SUFFIX",
     "RouterCandidate",
-    "router_app_name",
     "router_key",
     "register_router",
     "record_verdict",
 ]
-
-ROUTER_SUFFIX = ".router"
-
-
-def router_app_name(app: str) -> str:
-    """The registered model (and the lock) of ``app``'s routers, beside the app's own model."""
-    return router_name(app)
 
 
 @dataclass(frozen=True)
@@ -90,7 +81,7 @@ def register_router(
                 tags={TAG + "git_commit": commit, TAG + "spec_version": prompt.version},
             )
     checkpoint("router.prompts_registered")
-    name = router_app_name(app)
+    name = router_name(app)
     with app_lock(registry.tracking_uri, name):
         notes = recover(registry, name)
         champion = registry.alias(name, CHAMPION)

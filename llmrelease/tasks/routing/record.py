@@ -61,16 +61,7 @@ def router_summary(result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> d
         },
         "strong_share_by_evalset": {k: float(v.mean()) for k, v in result.escalated.items() if v.size},
         "gates": result.report.to_dict(),
-        "traffic": None
-        if result.traffic is None
-        else {
-            "requests": result.traffic.requests,
-            "skipped": result.traffic.skipped,
-            "strong_share": result.traffic.calibration.share,
-            "within_band": result.traffic.calibration.within_band,
-            "refit_threshold": result.traffic.calibration.refit_threshold,
-            "cost_per_1k_requests": result.traffic.cost_per_1k_requests,
-        },
+        "traffic": result.traffic.to_dict() if result.traffic is not None else None,
     }
 
 

@@ -20,7 +20,7 @@ from llmrelease.router_app import RouterApp
 from llmrelease.tasks.evaluation.items import ScoreColumn, Scores
 from llmrelease.tasks.evaluation.step import Evaluation
 from llmrelease.tasks.gates.decisions import GateReport
-from llmrelease.tasks.routing.cascade import RouteItems, fit_threshold
+from llmrelease.tasks.routing.cascade import RouteItems, escalates, fit_threshold
 from llmrelease.tasks.routing.evidence import RouterEvidence, router_evidence
 from llmrelease.tasks.routing.gates import judge_router
 from llmrelease.tasks.routing.traffic import TrafficRouting
@@ -169,7 +169,6 @@ def judge(
     escalate: dict[str, np.ndarray] = {}
     for name, ids in cheap.item_ids.items():
         if f"{name}.{policy.confidence}" in cheap.item_serving and len(ids):
-            conf = confidences(router, cheap, name).values
-            escalate[name] = (conf < threshold) | np.isneginf(conf)
+            escalate[name] = escalates(confidences(router, cheap, name).values, threshold)
     routed = routed_scores(cheap, strong, escalate)
     return RouterEvaluation(router, evaluations, items, threshold, source, evidence, report, routed, escalate)

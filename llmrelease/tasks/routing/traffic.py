@@ -10,6 +10,7 @@ one recorded as finished chat messages cannot be re-prompted and is counted as s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from llmrelease.project import AppSpec
 from llmrelease.router_app import RouterApp
 from llmrelease.specs import TrafficRecord
 from llmrelease.tasks.evaluation.scoring import score_chunk
+from llmrelease.tasks.evaluation.serving import item_columns
 from llmrelease.tasks.evaluation.step import default_engine_factory
 from llmrelease.tasks.routing.calibration import Calibration, calibrate
+from llmrelease.tasks.routing.cascade import escalates
 from llmrelease.tasks.shadow.traffic import TrafficSample
 
 __all__ = ["TrafficRouting", "route_traffic"]
@@ -34,6 +37,21 @@ class TrafficRouting:
     calibration: Calibration
     cost_per_1k_requests: float
     cheap_cost_per_1k_requests: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: what the command prints and router.json records."""
+        c = self.calibration
+        return {
+            "requests": self.requests,
+            "skipped": self.skipped,
+            "strong_share": c.share,
+            "target": c.target,
+            "band": c.band,
+            "within_band": c.within_band,
+            "refit_threshold": c.refit_threshold,
+            "cost_per_1k_requests": self.cost_per_1k_requests,
+            "summary": c.describe(),
+        }
 
     def metrics(self) -> dict[str, float]:
         c = self.calibration
@@ -72,32 +90,21 @@ def route_traffic(
 
     cheap_app, strong_app = router.cheap.app, router.strong.app
     cheap = answer(cheap_app, records)
-    conf = np.array(
-        [np.nan if g.mean_logprob is None else g.mean_logprob for g in cheap]
-        if policy.confidence == "mean_logprob"
-        else [np.nan if g.min_logprob is None else g.min_logprob for g in cheap],
-        dtype=float,
-    )
-    if np.isnan(conf).any():
-        conf = np.where(np.isnan(conf), -np.inf, conf)  # no confidence: escalate, as a cascade must
+    conf = np.asarray(item_columns(cheap, None)[policy.confidence], dtype=float)
+    conf[np.isnan(conf)] = -np.inf  # no confidence: escalate, as a cascade must
     if "schema_failure" in policy.escalate_on and cheap_app.model.response_schema is not None:
         scores = score_chunk(
             [], [g.text for g in cheap], [None] * len(cheap), response_schema=cheap_app.model.response_schema
         )
         conf[np.asarray(scores["schema_conforms"]) < 1] = -np.inf
     cal = calibrate(conf, threshold, target=target, band=policy.band)
-    escalate = (conf < threshold) | np.isneginf(conf)
+    escalate = escalates(conf, threshold)
     strong = (
         answer(strong_app, [r for r, e in zip(records, escalate, strict=True) if e]) if escalate.any() else []
     )
 
     def cost(route_app: AppSpec, gens: list[Generation]) -> float:
-        pricing = route_app.model.pricing
-        return (
-            sum(pricing.cost(g.prompt_tokens, g.output_tokens, g.cached_tokens) for g in gens)
-            if pricing
-            else 0.0
-        )
+        return float(sum(item_columns(gens, route_app.model.pricing).get("cost", [])))
 
     cheap_cost = cost(cheap_app, cheap)
     total = cheap_cost + cost(strong_app, strong)
