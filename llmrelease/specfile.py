@@ -42,6 +42,28 @@ def _node_for(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
     return node
 
 
+def _without_tags(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop a tagged union's tag from an error location (``policy.classifier.threshold`` is the
+    file's ``policy.threshold``): a part that is no key of its mapping while the next part is one,
+    or that is one of the mapping's values (the tag itself, as in ``kind: classifier``)."""
+    node, out = root, []
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            keys = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+            values = {v.value for v in keys.values() if isinstance(v, yaml.ScalarNode)}
+            if str(part) not in keys and (
+                (i + 1 < len(loc) and str(loc[i + 1]) in keys) or str(part) in values
+            ):
+                continue
+            node = keys.get(str(part))
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+        out.append(part)
+    return tuple(out)
+
+
 def _node_paths(root: yaml.Node) -> dict[int, tuple[Any, ...]]:
     """The key path of every node of a composed document (an aliased node keeps its first path)."""
     out: dict[int, tuple[Any, ...]] = {}
@@ -181,6 +203,7 @@ def validation_to_spec_error(
     err = exc.errors()[0]
     # Pydantic appends the validator kind (e.g. a tagged-union tag) to locations; keep only real keys.
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = _without_tags(root, loc)
     node = _node_for(root, loc)
     line = node.start_mark.line + 1 + line_offset if node is not None else None
     reason = err["msg"].removeprefix("Value error, ")  # our own validators' messages stand alone

@@ -14,9 +14,18 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Message",
@@ -45,6 +54,8 @@ __all__ = [
     "GuardSpec",
     "RouteSpec",
     "CascadePolicy",
+    "ClassifierPolicy",
+    "RoutingPolicy",
     "RouterSpec",
     "ROUTER_METRICS",
     "PAIRED_ROUTER_METRICS",
@@ -999,13 +1010,32 @@ class RouteSpec(_Spec):
     token prices (``pricing.input_per_mtok``/``output_per_mtok``): routing is judged on cost."""
 
 
-class CascadePolicy(_Spec):
+class _RoutingPolicy(_Spec):
+    """What every policy shares: how its threshold is set, and the calibration band."""
+
+    target_strong_share: float | None = Field(default=None, gt=0, lt=1)
+    """Share of requests to send to the strong route; the threshold is fitted to it on the quality
+    evalset's items."""
+    band: float = Field(default=0.1, gt=0, lt=1)
+    """Calibration: the nightly check flags the router when the share sent to the strong route on
+    recent traffic leaves ``target ± band`` (the target being ``target_strong_share``, or the
+    evalset's share at ``threshold``), and says which threshold would bring it back."""
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> _RoutingPolicy:
+        if (getattr(self, "threshold", None) is None) == (self.target_strong_share is None):
+            raise ValueError("give exactly one of 'threshold' or 'target_strong_share'")
+        return self
+
+
+class CascadePolicy(_RoutingPolicy):
     """Answer with the first route; escalate to the second when the answer's confidence is low.
 
     Confidence is the answer's token log-probabilities under the cheap route's model (higher is
     surer). Give ``threshold`` (escalate when confidence < threshold) or ``target_strong_share`` (the
     threshold is set to escalate that share of the evalset items, from their confidences alone: the
-    labels are not used, so the evaluation on the same items stays honest)."""
+    labels are not used, so the evaluation on the same items stays honest). An escalated request pays
+    for both calls."""
 
     kind: Literal["cascade"] = "cascade"
     confidence: Literal["mean_logprob", "min_logprob"] = "mean_logprob"
@@ -1016,24 +1046,54 @@ class CascadePolicy(_Spec):
     response schema)."""
     threshold: float | None = Field(default=None, le=0)
     """Log-probability below which the answer escalates (<= 0)."""
-    target_strong_share: float | None = Field(default=None, gt=0, lt=1)
-    """Share of requests to escalate; the threshold is fitted to it on the evalset's items."""
-    band: float = Field(default=0.1, gt=0, lt=1)
-    """Calibration: the nightly check flags the router when the share escalated on recent traffic
-    leaves ``target ± band`` (the target being ``target_strong_share``, or the evalset's share at
-    ``threshold``), and says which threshold would bring it back."""
 
-    @model_validator(mode="after")
-    def _one_threshold(self) -> CascadePolicy:
-        if (self.threshold is None) == (self.target_strong_share is None):
-            raise ValueError("give exactly one of 'threshold' or 'target_strong_share'")
-        return self
+
+class ClassifierPolicy(_RoutingPolicy):
+    """Send each request to one route before any model answers: a classifier on the request's text.
+
+    The classifier is trained on the quality evalset: its features are TF-IDF word uni- and bigrams
+    of the request (the template variables' values), its label is whether the cheap route's answer
+    scored at least as well as the strong route's. It gives P(cheap is enough) per request, and a
+    request goes to the strong route when that is below the threshold. Each request pays for one
+    call only. Because the labels are the evaluation's own, the router is evaluated on out-of-fold
+    predictions (``folds``-fold cross-fitting, whole clusters per fold when the evalset card has a
+    cluster key): no item is routed by a classifier that saw its label. The version registered is
+    trained on every item."""
+
+    kind: Literal["classifier"]
+    algorithm: Literal["logistic_regression", "knn"] = "logistic_regression"
+    """``logistic_regression`` (class-balanced, L2) or ``knn`` (k nearest neighbours, cosine)."""
+    neighbours: int = Field(default=5, ge=1)
+    """k for ``knn``."""
+    folds: int = Field(default=5, ge=2, le=20)
+    """Cross-fitting folds for the evaluation's out-of-fold predictions."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """P(cheap is enough) below which the request goes to the strong route."""
+    seed: int = 0
+    """Seed of the fold assignment."""
+
+
+def _policy_kind(value: Any) -> str:
+    """A policy without ``kind`` is a cascade (router.yaml files written before there was a choice)."""
+    if isinstance(value, dict):
+        return value.get("kind", "cascade")
+    return getattr(value, "kind", "cascade")
+
+
+RoutingPolicy = Annotated[
+    Annotated[CascadePolicy, Tag("cascade")] | Annotated[ClassifierPolicy, Tag("classifier")],
+    Discriminator(
+        _policy_kind,
+        custom_error_type="policy_kind",
+        custom_error_message="policy kind must be 'cascade' or 'classifier'",
+    ),
+]
 
 
 class RouterSpec(_Spec):
     """``registry/<app>/router.yaml``: two routes, the policy between them, and the router's gates.
 
-    The first route is the cheap one that answers first; the second is the escalation. A router is
+    The first route is the cheap one; the second is the strong one (a cascade's escalation). A router is
     released like a candidate: evaluated on the app's evalsets (both routes on every item), judged by
     its gates, and registered with its own aliases."""
 
@@ -1041,7 +1101,8 @@ class RouterSpec(_Spec):
     description: str = ""
     routes: list[RouteSpec] = Field(min_length=2, max_length=2)
     """Exactly two in this version: ``[cheap, strong]``."""
-    policy: CascadePolicy
+    policy: RoutingPolicy
+    """``kind: cascade`` (the default) or ``kind: classifier``."""
     quality: str = Field(pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$")
     """The per-item score the router is judged on, ``<evalset>.<scorer>`` (e.g.
     ``tickets.category_accuracy``): a quality evalset's scorer, higher is better."""

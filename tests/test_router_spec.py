@@ -127,3 +127,43 @@ def test_route_command_refuses_a_bad_router_with_file_line_and_field(project: Pa
     assert "did you mean 'router.cost_ratio'" in error["message"]
     assert "router.cost_ration" in path.read_text().splitlines()[error["line"] - 1]
     assert not (project / ".llmrelease").exists()  # nothing registered, no store opened
+
+
+CASCADE_ONLY = (
+    "  kind: cascade\n"
+    "  confidence: mean_logprob                   # mean log-probability of the answer's tokens\n"
+    "  escalate_on: [schema_failure]\n"
+)
+
+
+def test_classifier_policy_loads_and_a_policy_without_kind_is_a_cascade(project: Path) -> None:
+    edit(project, CASCADE_ONLY, "  kind: classifier\n  algorithm: knn\n  neighbours: 3\n")
+    policy = load_router(project, APP).spec.policy
+    assert (policy.kind, policy.algorithm, policy.neighbours, policy.folds) == ("classifier", "knn", 3, 5)
+    edit(project, "  kind: classifier\n  algorithm: knn\n  neighbours: 3\n", "")
+    assert load_router(project, APP).spec.policy.kind == "cascade"
+
+
+@pytest.mark.parametrize(
+    ("new", "match", "field", "on_line"),
+    [
+        ("  kind: learned\n", "kind must be 'cascade' or 'classifier'", "policy", "kind: learned"),
+        # a cascade's field under a classifier: the file's own field and line, without the union's tag
+        (
+            "  kind: classifier\n  confidence: mean_logprob\n",
+            "unknown field",
+            "policy.confidence",
+            "confidence:",
+        ),
+        ("  kind: classifier\n  threshold: 1.5\n", "less than or equal to 1", "policy.threshold", "thresh"),
+        ("  kind: classifier\n  folds: 1\n", "greater than or equal to 2", "policy.folds", "folds:"),
+    ],
+)
+def test_bad_classifier_policy_names_the_files_own_field_and_line(
+    project: Path, new: str, match: str, field: str, on_line: str
+) -> None:
+    path = edit(project, CASCADE_ONLY, new)
+    with pytest.raises(SpecError, match=match) as info:
+        load_router(project, APP)
+    assert info.value.field == field
+    assert on_line in path.read_text().splitlines()[info.value.line - 1]

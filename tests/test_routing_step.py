@@ -87,3 +87,49 @@ def test_a_backend_without_log_probabilities_is_a_clear_error(project: Path) -> 
     )
     with pytest.raises(InputError, match="no token log-probabilities"):
         route_items(router, blind, STRONG, None)
+
+
+def classifier_router(project: Path, extra: str = ""):
+    path = project / "registry" / APP / "router.yaml"
+    text = path.read_text()
+    start, end = text.index("policy:"), text.index("quality:")
+    path.write_text(
+        text[:start] + f"policy:\n  kind: classifier\n  algorithm: knn\n  neighbours: 1\n{extra}"
+        "  target_strong_share: 0.5\n" + text[end:]
+    )
+    return load_router(project, APP)
+
+
+# Two tickets of each kind: the cheap route is enough on the billing ones only.
+REQUESTS = {
+    "tickets": {
+        "t1": "billing refund invoice",
+        "t2": "login password reset",
+        "t3": "login password locked",
+        "t4": "billing refund charge",
+    }
+}
+
+
+def test_judge_with_a_classifier_routes_on_out_of_fold_predictions_and_pays_one_call(project: Path) -> None:
+    router = classifier_router(project)
+    result = judge(router, {"zero-shot": CHEAP, "few-shot": STRONG}, None, REQUESTS)
+    assert result.items.pays_both is False and result.classifier is not None
+    # Leave-one-out (4 items, 5 folds): each ticket's nearest other ticket is its twin, whose label
+    # (cheap enough on billing) it inherits: the two login tickets go to the strong route.
+    assert result.escalated["tickets"].tolist() == [False, True, True, False]
+    assert result.routed.aggregates["tickets.category_accuracy"] == 1.0
+    # one call each: (1 + 3 + 3 + 1) / 4 per request, not the cascade's (1 + 4 + 4 + 1) / 4
+    assert result.evidence.value("router.cost_per_1k_requests") == pytest.approx(2000)
+    assert result.evidence.pays_both is False
+    # the schema failure of t4 on the cheap route does not force it out: no cheap call comes first
+    assert not np.isneginf(result.items.confidence).any()
+
+
+def test_a_classifier_router_without_requests_or_with_one_cluster_is_refused(project: Path) -> None:
+    router = classifier_router(project)
+    with pytest.raises(ValueError, match="pass requests"):
+        judge(router, {"zero-shot": CHEAP, "few-shot": STRONG}, None)
+    one_cluster = {i: "same" for i in IDS}
+    with pytest.raises(InputError, match="at least 2 clusters"):
+        judge(router, {"zero-shot": CHEAP, "few-shot": STRONG}, one_cluster, REQUESTS)

@@ -11,8 +11,9 @@ from prefect.utilities.annotations import quote
 
 from llmrelease.mlflow_registry import CHAMPION, MlflowRegistry
 from llmrelease.outcome import exit_code_for
+from llmrelease.specs import ClassifierPolicy
 from llmrelease.store import redact_uri, resolve_store
-from llmrelease.tasks.routing.step import judge
+from llmrelease.tasks.routing.step import evalset_requests, judge
 from llmrelease.tasks.routing.tasks import (
     router_evaluate_task,
     router_log_task,
@@ -57,11 +58,17 @@ def route(
         }
     # 3. Every route answers every evalset item (checkpointed, on the process's engines).
     evaluations = router_evaluate_task(router, quote(plans))
-    # 4. The cascade per item, the router numbers with intervals, and the router's gates.
+    # 4. The policy per item (a cascade on the cheap answer's confidence, or a classifier on the
+    #    request's text, judged out-of-fold), the router numbers with intervals, and its gates.
     quality_evalset = next(
         ev for ev in plans[router.cheap.name].evalsets if ev.name == router.quality_evalset
     )
-    result = judge(router, evaluations, quality_evalset.clusters())
+    requests = (
+        evalset_requests(plans[router.cheap.name].evalsets)
+        if isinstance(router.spec.policy, ClassifierPolicy)
+        else None
+    )
+    result = judge(router, evaluations, quality_evalset.clusters(), requests)
     # ...and on the app's replayed production traffic: the share escalated and what it costs.
     result.traffic = router_traffic_task(quote(result), quote(plans[router.cheap.name].traffic))
     # 5. Record (an MLflow run with every number and the cost-quality page; the verdict and the

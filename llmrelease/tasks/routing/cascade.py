@@ -11,6 +11,9 @@ arXiv:2406.18665, section 5.1; adapted to a cascade):
 - The cascade answers with the cheap route, and escalates an item to the strong route when the cheap
   answer's confidence is below the threshold (or the answer is forced out: schema failure, guard).
   An escalated item pays for both calls: that is what a cascade costs, and it is never hidden.
+  A router that decides before any call (the learned classifier, ``.classifier``: its confidence is
+  P(cheap is enough) from the request's text) is the same arithmetic with ``pays_both=False``: a
+  request sent to the strong route pays for that call only.
 - ``strong share`` is the share of items escalated ("% calls to the strong model").
 - ``PGR`` (performance gap recovered) at a threshold = (Q_router - Q_cheap) / (Q_strong - Q_cheap).
 - The sweep moves the threshold through every distinct confidence: escalating the k least confident
@@ -25,7 +28,8 @@ arXiv:2406.18665, section 5.1; adapted to a cascade):
 - The *random router at equal cost* routes each item directly (no cheap call first) to the strong
   route with probability s, chosen so that its expected cost equals the cascade's. Its expected
   quality on item i is (1 - s) q_cheap_i + s q_strong_i: the baseline a router must beat, paired by
-  item. Because an escalation pays twice, s is larger than the cascade's strong share.
+  item. Because an escalation pays twice, s is larger than the cascade's strong share (for a
+  router that pays once, s is its own strong share up to per-item cost differences).
 
 No gap (the strong route is not better than the cheap one on these items) leaves PGR, APGR and CPT
 undefined: they are NaN here, and the caller reports that the router has nothing to recover.
@@ -68,6 +72,9 @@ class RouteItems:
     confidence: np.ndarray
     clusters: np.ndarray | None = None
     """One label per item (the evalset card's cluster key) when items are not independent."""
+    pays_both: bool = True
+    """A cascade calls the cheap route first, so an escalated item pays for both calls; a router that
+    decides before any call (the classifier) pays for the strong call only."""
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -182,7 +189,8 @@ def operating_point(
         return (w @ values) / total
 
     routed = np.where(esc, items.strong_quality, items.cheap_quality)
-    cost = mean(items.cheap_cost + esc * items.strong_cost)
+    cheap_paid = np.ones(len(items)) if items.pays_both else ~esc
+    cost = mean(cheap_paid * items.cheap_cost + esc * items.strong_cost)
     cheap_cost, strong_cost = mean(items.cheap_cost), mean(items.strong_cost)
     cheap_q, strong_q = mean(items.cheap_quality), mean(items.strong_quality)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -228,7 +236,8 @@ def sweep(items: RouteItems, weights: np.ndarray | None = None) -> Curve:
     zeros = np.zeros((w.shape[0], 1))
     cum_w = np.concatenate([zeros, np.cumsum(ws, axis=1)], axis=1)[:, ends]
     cum_gain = np.concatenate([zeros, np.cumsum(ws * gain, axis=1)], axis=1)[:, ends]
-    cum_cost = np.concatenate([zeros, np.cumsum(ws * items.strong_cost[order], axis=1)], axis=1)[:, ends]
+    extra = items.strong_cost[order] - (0 if items.pays_both else items.cheap_cost[order])
+    cum_cost = np.concatenate([zeros, np.cumsum(ws * extra, axis=1)], axis=1)[:, ends]
     cheap_q = (ws @ items.cheap_quality[order])[:, None] / total
     cheap_c = (ws @ items.cheap_cost[order])[:, None] / total
     quality = cheap_q + cum_gain / total

@@ -51,6 +51,8 @@ class RouterEvidence:
     """Keyed by the names in :data:`NAMES`, with ``cheap``/``strong`` replaced by the route names."""
     curve: Curve = field(repr=False)
     """The observed sweep (one row)."""
+    pays_both: bool = True
+    """The items' cost model (:attr:`.cascade.RouteItems.pays_both`)."""
 
     def value(self, name: str) -> float | None:
         return self.estimates[name].value
@@ -161,4 +163,5 @@ def router_evidence(
         seed=seed,
         estimates=estimates,
         curve=sweep(items),
+        pays_both=items.pays_both,
     )

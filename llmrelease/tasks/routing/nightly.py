@@ -1,8 +1,10 @@
 """The nightly check of the router champion: is it still escalating the share it was released for?
 
-It replays the app's recent traffic (shadow.yaml's sample) through the router champion's cheap route
-at the champion's threshold, compares the share escalated with the target the router was released
-for (``target ± band``), and records the result and the re-fitted threshold on the version. It moves
+It replays the app's recent traffic (shadow.yaml's sample) through the router champion at the
+champion's threshold (a cascade's cheap route, or a classifier policy's classifier as the release
+trained it, read back from the release run), compares the share sent to the strong route with the
+target the router was released for (``target ± band``), and records the result and the re-fitted
+threshold on the version. It moves
 nothing and changes no threshold: a threshold the gates never judged is a proposal, which the next
 ``llmrelease route`` (on fresh evalsets, with its gates) turns into a release.
 """
@@ -10,11 +12,15 @@ nothing and changes no threshold: a threshold the gates never judged is a propos
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from llmrelease.mlflow_registry import CHAMPION, TAG, MlflowRegistry, router_name, utc_now
 from llmrelease.router_app import has_router, load_router
+from llmrelease.specs import ClassifierPolicy
+from llmrelease.tasks.routing.classifier import CLASSIFIER_FILE
+from llmrelease.tasks.routing.classifier import load as load_classifier
 from llmrelease.tasks.routing.promotion import router_key
 from llmrelease.tasks.routing.traffic import route_traffic
 from llmrelease.tasks.shadow.traffic import read_traffic
@@ -44,7 +50,12 @@ def check_router(registry: MlflowRegistry, project: Path, app: str) -> dict[str,
     if spec.shadow is None:
         return {**out, "status": "unknown", "text": "no traffic log (shadow.yaml) to calibrate on"}
     sample = read_traffic(spec.shadow.traffic, app, project_root=spec.root, variables=spec.prompt.variables)
-    routing = route_traffic(router, sample, threshold, target=target)
+    classifier = None
+    if isinstance(router.spec.policy, ClassifierPolicy):  # the version's own, trained at release
+        with tempfile.TemporaryDirectory(prefix="llmrelease-router-") as tmp:
+            path = registry.download_artifact(champion.tags[TAG + "eval_run_id"], CLASSIFIER_FILE, Path(tmp))
+            classifier = load_classifier(path)
+    routing = route_traffic(router, sample, threshold, target=target, classifier=classifier)
     if routing is None:
         return {**out, "status": "unknown", "text": "no recent request carries template variables"}
     cal = routing.calibration

@@ -10,10 +10,12 @@ from typing import Any
 
 from llmrelease.mlflow_registry import TAG, MlflowRegistry
 from llmrelease.plan import ReleasePlan
+from llmrelease.specs import ClassifierPolicy
+from llmrelease.tasks.routing.classifier import CLASSIFIER_FILE
 from llmrelease.tasks.routing.report import router_html
 from llmrelease.tasks.routing.step import RouterEvaluation
 
-__all__ = ["router_summary", "log_router", "route_descriptions", "traffic_sentence"]
+__all__ = ["router_summary", "log_router", "route_descriptions", "traffic_sentence", "policy_sentence"]
 
 
 def route_descriptions(result: RouterEvaluation) -> dict[str, str]:
@@ -59,10 +61,39 @@ def router_summary(result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> d
             "cost_per_1k_requests": clean(curve.cost[0] * 1000),
             "pgr": clean(curve.pgr[0]),
         },
+        "policy": result.router.spec.policy.model_dump(mode="json"),
+        "classifier": None
+        if result.classifier is None
+        else {
+            "algorithm": result.classifier.algorithm,
+            "trained_on": result.classifier.trained_on,
+            "cheap_enough_share": result.classifier.cheap_enough_share,
+            "artifact": CLASSIFIER_FILE,
+        },
         "strong_share_by_evalset": {k: float(v.mean()) for k, v in result.escalated.items() if v.size},
         "gates": result.report.to_dict(),
         "traffic": result.traffic.to_dict() if result.traffic is not None else None,
     }
+
+
+def policy_sentence(result: RouterEvaluation) -> str:
+    """How the router decides, in one line."""
+    policy = result.router.spec.policy
+    if isinstance(policy, ClassifierPolicy):
+        algorithm = {
+            "logistic_regression": "logistic regression",
+            "knn": f"{policy.neighbours}-nearest neighbours",
+        }
+        c = result.classifier
+        trained = f", trained on {c.trained_on} items ({c.cheap_enough_share:.0%} cheap-enough)" if c else ""
+        return (
+            f"classifier ({algorithm[policy.algorithm]} on TF-IDF of the request{trained}); judged on "
+            f"{policy.folds}-fold out-of-fold predictions; a request goes to '{result.router.strong.name}' "
+            "when P(cheap is enough) < threshold"
+        )
+    return f"cascade on the cheap answer's {policy.confidence}; escalate when it is < threshold" + (
+        " or the answer fails the response schema" if "schema_failure" in policy.escalate_on else ""
+    )
 
 
 def traffic_sentence(result: RouterEvaluation) -> str | None:
@@ -70,8 +101,13 @@ def traffic_sentence(result: RouterEvaluation) -> str | None:
     if t is None:
         return None
     skipped = f" ({t.skipped} recorded as chat messages were skipped)" if t.skipped else ""
-    return (
-        f"On replayed production traffic{skipped} the router {t.calibration.describe()}. "
+    head = f"On replayed production traffic{skipped} the router {t.calibration.describe()}. "
+    if t.cheap_cost_per_1k_requests is None:
+        return head + (
+            f"The router costs {t.cost_per_1k_requests:.4g} per 1,000 of them; each request was "
+            "answered by the one route the classifier picked."
+        )
+    return head + (
         f"The cascade costs {t.cost_per_1k_requests:.4g} per 1,000 of them (the cheap route alone "
         f"{t.cheap_cost_per_1k_requests:.4g}); the strong route answered only the escalated ones."
     )
@@ -99,11 +135,12 @@ def log_router(
         report=result.report,
         routes=route_descriptions(result),
         traffic=traffic_sentence(result),
+        policy=policy_sentence(result),
     )
     params = {
         "router_version": router.spec.version,
         "policy": router.spec.policy.kind,
-        "confidence": router.spec.policy.confidence,
+        "confidence": getattr(router.spec.policy, "confidence", "p_cheap_enough"),
         "threshold_source": result.threshold_source,
         "quality": router.spec.quality,
         "git_commit": git_commit,
@@ -132,9 +169,18 @@ def log_router(
             params=params,
             metrics=result.metrics,
             datasets=[],
-            files=[(html_path, "router"), (json_path, "router")],
+            files=[(html_path, "router"), (json_path, "router")] + _classifier_file(result, Path(tmp)),
         )
     return run_id, page
+
+
+def _classifier_file(result: RouterEvaluation, tmp: Path) -> list[tuple[Path, str]]:
+    """A classifier policy's trained classifier (what the version routes with, and what the nightly
+    calibration loads back), as ``router/classifier.skops``."""
+    if result.classifier is None:
+        return []
+    path = result.classifier.save(tmp / CLASSIFIER_FILE.rsplit("/", 1)[1])
+    return [(path, CLASSIFIER_FILE.rsplit("/", 1)[0])]
 
 
 def _note(result: RouterEvaluation) -> str:

@@ -18,7 +18,7 @@ from llmrelease.tasks.reporting.release_html import _CSS, _e, _figure, _gates_se
 from llmrelease.tasks.routing.cascade import Curve
 from llmrelease.tasks.routing.evidence import Estimate, RouterEvidence
 
-__all__ = ["router_html", "HOW_TO_READ"]
+__all__ = ["router_html", "HOW_TO_READ", "how_to_read"]
 
 HOW_TO_READ = (
     "Each dot on the solid line is the router at one threshold: from the left (nothing escalated: "
@@ -29,6 +29,20 @@ HOW_TO_READ = (
     "share of the quality gap recovered (PGR) against the share of requests escalated: the diagonal is "
     "random (area 0.5), and APGR is the area under the router's line."
 )
+"""For a cascade; :func:`how_to_read` gives the classifier's version."""
+
+
+def how_to_read(pays_both: bool) -> str:
+    if pays_both:
+        return HOW_TO_READ
+    return (
+        HOW_TO_READ.replace("both routes paid for every request", "the strong route alone")
+        .replace("nothing escalated", "nothing sent to the strong route")
+        .replace("everything escalated", "everything sent to it")
+        .replace("requests escalated", "requests sent to the strong route")
+        + " The classifier's line is drawn from out-of-fold predictions: no item is placed by a "
+        "classifier that saw its label."
+    )
 
 
 def _cell(est: Estimate | None, fmt: str = ".3f", scale: float = 1.0) -> str:
@@ -48,6 +62,9 @@ def _summary(ev: RouterEvidence) -> str:
     parts = [
         f"The router answers {1 - (share or 0):.0%} of requests with '{cheap}' and escalates "
         f"{share or 0:.0%} to '{strong}' (both calls paid)."
+        if ev.pays_both
+        else f"The router's classifier sends {1 - (share or 0):.0%} of requests to '{cheap}' and "
+        f"{share or 0:.0%} to '{strong}' (one call each)."
     ]
     if quality is not None and cost_ratio is not None:
         parts.append(
@@ -170,22 +187,25 @@ def router_html(
     routes: dict[str, str],
     links: list[tuple[str, str]] | None = None,
     traffic: str | None = None,
+    policy: str | None = None,
 ) -> str:
     """The page; ``routes`` maps each route to a one-line description (prompt and model versions);
-    ``traffic`` is one sentence on the router over the app's replayed traffic."""
+    ``traffic`` is one sentence on the router over the app's replayed traffic; ``policy`` one line
+    on how the router decides."""
     data: dict[str, Any] = report.to_dict()
     subtitle = [
         f"Quality score: {quality_metric}; {evidence.n} items"
         + (f" in {evidence.clusters} clusters" if evidence.clusters != evidence.n else "")
         + f"; threshold {threshold:.4f} ({threshold_source}).",
         *(f"Route {name}: {desc}" for name, desc in routes.items()),
+        *([f"Policy: {policy}"] if policy else []),
     ]
     body = [
         _header(f"{app}: router {router_version}", data, subtitle, links or []),
         f"<p>{_e(_summary(evidence))}</p>",
         "<h2>Cost and quality</h2>",
         _curve_plots(evidence, evidence.curve),
-        f"<p class='note'>{_e(HOW_TO_READ)}</p>",
+        f"<p class='note'>{_e(how_to_read(evidence.pays_both))}</p>",
         _table(evidence),
         *([f"<h2>On replayed traffic</h2><p>{_e(traffic)}</p>"] if traffic else []),
         _gates_section(data, candidate="router", reference="strong route"),

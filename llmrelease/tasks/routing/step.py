@@ -11,21 +11,25 @@ are what a candidate's are, and the router numbers with intervals on the quality
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from llmrelease.errors import InputError
 from llmrelease.router_app import RouterApp
+from llmrelease.specs import ClassifierPolicy
+from llmrelease.tasks.evaluation.evalsets import Evalset
 from llmrelease.tasks.evaluation.items import ScoreColumn, Scores
 from llmrelease.tasks.evaluation.step import Evaluation
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.routing.cascade import RouteItems, escalates, fit_threshold
+from llmrelease.tasks.routing.classifier import RequestClassifier, cheap_enough, cross_fit, fit, request_text
 from llmrelease.tasks.routing.evidence import RouterEvidence, router_evidence
 from llmrelease.tasks.routing.gates import judge_router
 from llmrelease.tasks.routing.traffic import TrafficRouting
 
-__all__ = ["RouterEvaluation", "route_items", "routed_scores", "confidences", "judge"]
+__all__ = ["RouterEvaluation", "route_items", "routed_scores", "confidences", "judge", "evalset_requests"]
 
 
 @dataclass
@@ -46,6 +50,9 @@ class RouterEvaluation:
     """Per evalset, in its row order: which items the cascade escalated."""
     traffic: TrafficRouting | None = None
     """The router on the app's replayed traffic (shadow.yaml's sample), when it has one."""
+    classifier: RequestClassifier | None = None
+    """A classifier policy's classifier, trained on every item of the quality evalset (the one the
+    version serves; the evaluation's confidences are out-of-fold)."""
 
     @property
     def target_share(self) -> float:
@@ -88,6 +95,7 @@ def _column(evaluation: Evaluation, name: str, route: str) -> ScoreColumn:
 def confidences(router: RouterApp, cheap: Evaluation, evalset: str) -> ScoreColumn:
     """The cheap route's confidence per item of ``evalset``, -inf where the policy forces escalation."""
     policy = router.spec.policy
+    assert not isinstance(policy, ClassifierPolicy), "a classifier's confidence is not the answer's"
     column = _column(cheap, f"{evalset}.{policy.confidence}", router.cheap.name)
     values = column.values.copy()
     if np.isnan(values).any():
@@ -102,10 +110,24 @@ def confidences(router: RouterApp, cheap: Evaluation, evalset: str) -> ScoreColu
     return ScoreColumn(column.item_ids, values)
 
 
+def evalset_requests(evalsets: Iterable[Evalset]) -> dict[str, dict[str, str]]:
+    """Per evalset, item id -> the request's text (:func:`.classifier.request_text`): what a
+    classifier policy routes on."""
+    return {
+        ev.name: {row.id: request_text(row.vars) for chunk in ev.batches() for row in chunk}
+        for ev in evalsets
+    }
+
+
 def route_items(
-    router: RouterApp, cheap: Evaluation, strong: Evaluation, clusters: dict[str, str] | None
+    router: RouterApp,
+    cheap: Evaluation,
+    strong: Evaluation,
+    clusters: dict[str, str] | None,
+    confidence: np.ndarray | None = None,
 ) -> RouteItems:
-    """Both routes on the quality evalset's items, aligned in the cheap route's row order."""
+    """Both routes on the quality evalset's items, aligned in the cheap route's row order.
+    ``confidence``: per item, when the policy's confidence is not the cheap answer's own."""
     evalset, metric = router.quality_evalset, router.spec.quality
     cheap_q = _column(cheap, metric, router.cheap.name)
     ids = cheap_q.item_ids.ids
@@ -120,7 +142,7 @@ def route_items(
         strong_quality=strong_aligned(metric),
         cheap_cost=_column(cheap, f"{evalset}.cost", router.cheap.name).values,
         strong_cost=strong_aligned(f"{evalset}.cost"),
-        confidence=confidences(router, cheap, evalset).values,
+        confidence=confidences(router, cheap, evalset).values if confidence is None else confidence,
         clusters=None if clusters is None else np.array([clusters.get(i, "") for i in ids]),
     )
 
@@ -142,13 +164,63 @@ def routed_scores(cheap: Evaluation, strong: Evaluation, escalate: dict[str, np.
     return out
 
 
-def judge(
-    router: RouterApp, evaluations: dict[str, Evaluation], clusters: dict[str, str] | None
-) -> RouterEvaluation:
-    """The cascade applied to the routes' evaluations: threshold, router numbers, gates, routed scores."""
-    cheap, strong = evaluations[router.cheap.name], evaluations[router.strong.name]
-    items = route_items(router, cheap, strong, clusters)
+def _classify(
+    router: RouterApp,
+    cheap: Evaluation,
+    strong: Evaluation,
+    clusters: dict[str, str] | None,
+    requests: dict[str, dict[str, str]],
+) -> tuple[RouteItems, RequestClassifier, dict[str, np.ndarray]]:
+    """A classifier policy on the routes' evaluations: the items with out-of-fold confidences (the
+    router is judged on them), the classifier trained on every item, and every evalset's
+    confidences (the quality evalset's out-of-fold, the others' from the trained classifier)."""
     policy = router.spec.policy
+    assert isinstance(policy, ClassifierPolicy)
+    evalset = router.quality_evalset
+    n = len(_column(cheap, router.spec.quality, router.cheap.name))
+    items = route_items(router, cheap, strong, clusters, confidence=np.zeros(n))
+    texts = [requests[evalset][i] for i in items.ids]
+    labels = cheap_enough(items.cheap_quality, items.strong_quality)
+    try:
+        out_of_fold = cross_fit(policy, texts, labels, items.clusters)
+    except ValueError as exc:
+        raise InputError(
+            f"router '{router.spec.version}': {exc}", fix="add items to the quality evalset"
+        ) from None
+    items = replace(items, confidence=out_of_fold, pays_both=False)
+    classifier = fit(policy, texts, labels)
+    by_evalset: dict[str, np.ndarray] = {}
+    for name, ids in cheap.item_ids.items():
+        if name == evalset:
+            by_id = dict(zip(items.ids, out_of_fold, strict=True))
+            by_evalset[name] = np.array([by_id[i] for i in ids.ids], dtype=float)
+        elif len(ids):
+            by_evalset[name] = classifier.confidence([requests[name][i] for i in ids.ids])
+    return items, classifier, by_evalset
+
+
+def judge(
+    router: RouterApp,
+    evaluations: dict[str, Evaluation],
+    clusters: dict[str, str] | None,
+    requests: dict[str, dict[str, str]] | None = None,
+) -> RouterEvaluation:
+    """The policy applied to the routes' evaluations: threshold, router numbers, gates, routed scores.
+    ``requests`` (:func:`evalset_requests`) is what a classifier policy routes on."""
+    cheap, strong = evaluations[router.cheap.name], evaluations[router.strong.name]
+    policy = router.spec.policy
+    classifier: RequestClassifier | None = None
+    if isinstance(policy, ClassifierPolicy):
+        if requests is None:
+            raise ValueError("a classifier policy routes on the requests' text: pass requests")
+        items, classifier, by_evalset = _classify(router, cheap, strong, clusters, requests)
+    else:
+        items = route_items(router, cheap, strong, clusters)
+        by_evalset = {
+            name: confidences(router, cheap, name).values
+            for name, ids in cheap.item_ids.items()
+            if f"{name}.{policy.confidence}" in cheap.item_serving and len(ids)
+        }
     if policy.threshold is not None:
         threshold, source = policy.threshold, "spec"
     else:
@@ -166,9 +238,17 @@ def judge(
         seed=stats.seed,
     )
     report = judge_router(router.spec.gates, items, threshold, evidence, stats)
-    escalate: dict[str, np.ndarray] = {}
-    for name, ids in cheap.item_ids.items():
-        if f"{name}.{policy.confidence}" in cheap.item_serving and len(ids):
-            escalate[name] = escalates(confidences(router, cheap, name).values, threshold)
+    escalate = {name: escalates(conf, threshold) for name, conf in by_evalset.items()}
     routed = routed_scores(cheap, strong, escalate)
-    return RouterEvaluation(router, evaluations, items, threshold, source, evidence, report, routed, escalate)
+    return RouterEvaluation(
+        router,
+        evaluations,
+        items,
+        threshold,
+        source,
+        evidence,
+        report,
+        routed,
+        escalate,
+        classifier=classifier,
+    )

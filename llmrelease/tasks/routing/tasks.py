@@ -100,7 +100,9 @@ def router_traffic_task(result: RouterEvaluation, sample: TrafficSample | None) 
     target) and the cascade's cost; the strong route answers only what the cheap one escalated."""
     if sample is None or not sample.records:
         return None
-    routing = route_traffic(result.router, sample, result.threshold, target=result.target_share)
+    routing = route_traffic(
+        result.router, sample, result.threshold, target=result.target_share, classifier=result.classifier
+    )
     if routing is not None:
         get_run_logger().info(
             "router on %d traffic requests: %s", routing.requests, routing.calibration.describe()

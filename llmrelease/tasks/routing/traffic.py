@@ -3,8 +3,9 @@
 Traffic has no references, so no quality here: what recent requests say is how often the cheap route
 is unsure (the share escalated, against the target the router was released for) and what the
 cascade costs on them. Like a production cascade, the strong route answers only the requests the
-cheap one escalated. Requests recorded as template variables are rendered with each route's prompt;
-one recorded as finished chat messages cannot be re-prompted and is counted as skipped.
+cheap one escalated; under a classifier policy each request is answered by the one route it picks.
+Requests recorded as template variables are rendered with each route's prompt; one recorded as
+finished chat messages cannot be re-prompted and is counted as skipped.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from llmrelease.engines.backends import EngineFactory
 from llmrelease.engines.base import Generation
 from llmrelease.project import AppSpec
 from llmrelease.router_app import RouterApp
-from llmrelease.specs import TrafficRecord
+from llmrelease.specs import ClassifierPolicy, TrafficRecord
 from llmrelease.tasks.evaluation.scoring import score_chunk
 from llmrelease.tasks.evaluation.serving import item_columns
 from llmrelease.tasks.evaluation.step import default_engine_factory
 from llmrelease.tasks.routing.calibration import Calibration, calibrate
 from llmrelease.tasks.routing.cascade import escalates
+from llmrelease.tasks.routing.classifier import RequestClassifier, request_text
 from llmrelease.tasks.shadow.traffic import TrafficSample
 
 __all__ = ["TrafficRouting", "route_traffic"]
@@ -36,7 +38,10 @@ class TrafficRouting:
     """Requests recorded as chat messages (no template variables): not routable by prompt."""
     calibration: Calibration
     cost_per_1k_requests: float
-    cheap_cost_per_1k_requests: float
+    cheap_cost_per_1k_requests: float | None
+    """The cheap route alone on the same requests: known for a cascade (it answers every request
+    first), None for a classifier (the cheap route never saw the requests sent to the strong one)."""
+    pays_both: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what the command prints and router.json records."""
@@ -71,9 +76,11 @@ def route_traffic(
     *,
     target: float,
     engine_factory: EngineFactory | None = None,
+    classifier: RequestClassifier | None = None,
 ) -> TrafficRouting | None:
-    """The cheap route on every routable request, the strong route on the ones it escalates; None when
-    no request carries template variables."""
+    """A cascade: the cheap route on every routable request, the strong route on the ones it
+    escalates. A classifier policy (``classifier`` required): each request to the route the
+    classifier picks, and nothing else. None when no request carries template variables."""
     records = [r for r in sample.records if r.vars is not None]
     if not records:
         return None
@@ -89,6 +96,29 @@ def route_traffic(
         ).generations
 
     cheap_app, strong_app = router.cheap.app, router.strong.app
+
+    def cost(route_app: AppSpec, gens: list[Generation]) -> float:
+        return float(sum(item_columns(gens, route_app.model.pricing).get("cost", [])))
+
+    n = len(records)
+    if isinstance(policy, ClassifierPolicy):
+        if classifier is None:
+            raise ValueError("a classifier policy routes traffic with its classifier: pass it")
+        conf = classifier.confidence([request_text(r.vars or {}) for r in records])
+        escalate = escalates(conf, threshold)
+        sent = {
+            app: [r for r, e in zip(records, escalate, strict=True) if e == to_strong]
+            for app, to_strong in ((cheap_app, False), (strong_app, True))
+        }
+        total = sum(cost(app, answer(app, rows)) for app, rows in sent.items() if rows)
+        return TrafficRouting(
+            requests=n,
+            skipped=len(sample.records) - n,
+            calibration=calibrate(conf, threshold, target=target, band=policy.band),
+            cost_per_1k_requests=total / n * 1000,
+            cheap_cost_per_1k_requests=None,
+            pays_both=False,
+        )
     cheap = answer(cheap_app, records)
     conf = np.asarray(item_columns(cheap, None)[policy.confidence], dtype=float)
     conf[np.isnan(conf)] = -np.inf  # no confidence: escalate, as a cascade must
@@ -103,12 +133,8 @@ def route_traffic(
         answer(strong_app, [r for r, e in zip(records, escalate, strict=True) if e]) if escalate.any() else []
     )
 
-    def cost(route_app: AppSpec, gens: list[Generation]) -> float:
-        return float(sum(item_columns(gens, route_app.model.pricing).get("cost", [])))
-
     cheap_cost = cost(cheap_app, cheap)
     total = cheap_cost + cost(strong_app, strong)
-    n = len(records)
     return TrafficRouting(
         requests=n,
         skipped=len(sample.records) - n,
