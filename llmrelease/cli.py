@@ -547,10 +547,12 @@ def route(
     verbose: VerboseOpt = False,
 ) -> None:
     """Release APP's router (registry/APP/router.yaml): both routes answer every evalset item, the
-    cascade escalates the least confident answers, and the router is judged on quality and cost per
-    1,000 requests with bootstrap intervals, APGR, CPT(50%)/CPT(80%), against a random router at
-    equal cost and each route alone. Registers it in APP.router, records a run with the cost-quality
-    curve (router/router_report.html), and makes it the router champion only if every gate passed.
+    policy picks one answer per item (a cascade escalates the least confident cheap answers; a
+    classifier sends each request by its text, judged out-of-fold), and the router is judged on
+    quality and cost per 1,000 requests with bootstrap intervals, APGR, CPT(50%)/CPT(80%), against a
+    random router at equal cost and each route alone. Registers it in APP.router, records a run with
+    the cost-quality curve (router/router_report.html), and makes it the router champion only if
+    every gate passed.
 
     Exit codes as for release: 0 promoted or already champion; 1 a gate failed; 2 invalid input
     (file, line and field named; nothing registered); 3 the router champion moved meanwhile; 4 the

@@ -981,16 +981,16 @@ class ShadowSpec(_Spec):
 
 
 ROUTER_METRICS: dict[str, tuple[Literal["higher", "lower"], str]] = {
-    "router.quality": ("higher", "the cascade's mean quality score"),
-    "router.cost_per_1k_requests": ("lower", "the cascade's cost per 1,000 requests (escalations pay twice)"),
-    "router.strong_share": ("lower", "share of requests escalated to the strong route"),
-    "router.cost_ratio": ("lower", "the cascade's cost / the strong route's"),
+    "router.quality": ("higher", "the router's mean quality score"),
+    "router.cost_per_1k_requests": ("lower", "the router's cost per 1,000 requests (all calls paid)"),
+    "router.strong_share": ("lower", "share of requests sent (escalated) to the strong route"),
+    "router.cost_ratio": ("lower", "the router's cost / the strong route's"),
     "router.pgr": ("higher", "performance gap recovered at the threshold"),
     "router.apgr": ("higher", "area under PGR against the strong share (random: 0.5)"),
     "router.cpt50": ("lower", "strong share needed to recover 50% of the gap"),
     "router.cpt80": ("lower", "strong share needed to recover 80% of the gap"),
-    "router.vs_random": ("higher", "cascade - random router at equal cost, quality, paired by item"),
-    "router.vs_strong": ("higher", "cascade - strong route, quality, paired by item"),
+    "router.vs_random": ("higher", "router - random router at equal cost, quality, paired by item"),
+    "router.vs_strong": ("higher", "router - strong route, quality, paired by item"),
 }
 """The router numbers a gate may name (direction, meaning); see ``tasks.routing``."""
 

@@ -214,3 +214,53 @@ def test_nightly_calibrates_the_router_champion_on_recent_traffic(
     assert rows["champion"]["calibration"]["share"] == pytest.approx(router["share"])
     table = CliRunner().invoke(app, ["status", APP, "--project", str(project)], catch_exceptions=False)
     assert "support-triage.router: aliases" in table.stdout and "last calibration on traffic" in table.stdout
+
+
+@pytest.mark.e2e
+def test_a_classifier_router_is_released_on_out_of_fold_predictions_and_calibrated_nightly(
+    demo_history: DemoHistory, tmp_path: Path, _session_generations: Path
+) -> None:
+    """``kind: classifier`` on the demo: the routes' numbers are the same releases', the router pays
+    one call per request (its cost is a mix of the two routes', never above the strong route's), its
+    trained classifier is kept in the run, and the nightly loads it back: the share it sends to the
+    strong route on the traffic sample is the release's own on the same requests."""
+    from llmrelease.mlflow_registry import MlflowRegistry
+
+    project = copy_project(tmp_path / "project")
+    router_yaml = project / "registry" / APP / "router.yaml"
+    text = router_yaml.read_text()
+    router_yaml.write_text(
+        text[: text.index("policy:")]
+        + "policy:\n  kind: classifier\n  algorithm: logistic_regression\n  target_strong_share: 0.3\n"
+        + text[text.index("quality:") : text.index("gates:")]
+        + "gates:\n  - {name: share-bounded, metric: router.strong_share, max: 0.5}\n"
+    )
+    code, out = run_route(project, _session_generations)
+    assert (code, out["status"]) == (0, "promoted"), out.get("note")
+    est = out["estimates"]
+    cheap, strong = est["routes.zero-shot.cost_per_1k_requests"], est["routes.few-shot.cost_per_1k_requests"]
+    share = est["router.strong_share"]
+    assert abs(share - 0.3) <= 2 / 72
+    # one call per request: the cost is the mix, up to per-item differences in answer length
+    assert est["router.cost_per_1k_requests"] == pytest.approx((1 - share) * cheap + share * strong, rel=0.15)
+    assert est["router.cost_per_1k_requests"] < strong
+    for name in ("router.apgr", "router.vs_random", "router.quality"):
+        low, high = out["intervals"][name]
+        assert low <= est[name] <= high
+    store = project / ".llmrelease"
+    reg = MlflowRegistry(f"sqlite:///{store / 'mlflow.db'}", artifact_root=(store / "artifacts").as_uri())
+    summary = reg.load_artifact_dict(out["run_id"], "router/router.json")
+    assert summary["policy"]["kind"] == "classifier"
+    assert summary["classifier"]["trained_on"] == out["items"]
+    assert out["traffic"]["requests"] > 0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMRELEASE_CHECKPOINTS", str(_session_generations))
+        mp.setenv("LLMRELEASE_KEEP_CHECKPOINTS", "1")
+        result = CliRunner().invoke(
+            app, ["nightly", APP, "--project", str(project), "--json"], catch_exceptions=False
+        )
+    router = json.loads(result.stdout)["apps"][APP]["router"]
+    assert router["share"] == pytest.approx(out["traffic"]["strong_share"])
+    assert router["threshold"] == pytest.approx(out["threshold"])
+    assert router["cost_per_1k_requests"] == pytest.approx(out["traffic"]["cost_per_1k_requests"])

@@ -1,12 +1,14 @@
-"""Evaluate a router: every route answers every evalset item, then the cascade is applied per item.
+"""Evaluate a router: every route answers every evalset item, then the policy is applied per item.
 
 Both routes are evaluated exactly as a candidate is (``tasks.evaluation.evaluate``: chunked,
 checkpointed, on the process's cached engine), so a route that is also the app's champion or a past
 candidate costs nothing new when its generations are kept. The cascade is then pure arithmetic on
 the two evaluations: per item, the cheap answer stands unless its confidence is below the threshold
 (or it failed the response schema), in which case the strong answer stands and both calls are paid.
-That gives the router's own per-item scores on every metric of every evalset (``routed``), which
-are what a candidate's are, and the router numbers with intervals on the quality score.
+A classifier policy picks the answer from the request's text instead (out-of-fold on the quality
+evalset, see :mod:`.classifier`), and each item pays for the one answer it serves. That gives the
+router's own per-item scores on every metric of every evalset (``routed``), which are what a
+candidate's are, and the router numbers with intervals on the quality score.
 """
 
 from __future__ import annotations

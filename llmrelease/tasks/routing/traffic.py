@@ -106,11 +106,11 @@ def route_traffic(
             raise ValueError("a classifier policy routes traffic with its classifier: pass it")
         conf = classifier.confidence([request_text(r.vars or {}) for r in records])
         escalate = escalates(conf, threshold)
-        sent = {
-            app: [r for r, e in zip(records, escalate, strict=True) if e == to_strong]
+        sent = [
+            (app, [r for r, e in zip(records, escalate, strict=True) if e == to_strong])
             for app, to_strong in ((cheap_app, False), (strong_app, True))
-        }
-        total = sum(cost(app, answer(app, rows)) for app, rows in sent.items() if rows)
+        ]
+        total = sum(cost(app, answer(app, rows)) for app, rows in sent if rows)
         return TrafficRouting(
             requests=n,
             skipped=len(sample.records) - n,
