@@ -203,7 +203,7 @@ def validation_to_spec_error(
     err = exc.errors()[0]
     # Pydantic appends the validator kind (e.g. a tagged-union tag) to locations; keep only real keys.
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    loc = _without_tags(root, loc)
+    loc = _without_tags(root, loc[:-1]) + loc[-1:] if err["type"] == "missing" else _without_tags(root, loc)
     node = _node_for(root, loc)
     line = node.start_mark.line + 1 + line_offset if node is not None else None
     reason = err["msg"].removeprefix("Value error, ")  # our own validators' messages stand alone
