@@ -12,7 +12,7 @@ from llmrelease.mlflow_registry import TAG, MlflowRegistry
 from llmrelease.plan import ReleasePlan
 from llmrelease.specs import ClassifierPolicy
 from llmrelease.tasks.routing.classifier import CLASSIFIER_FILE
-from llmrelease.tasks.routing.report import router_html
+from llmrelease.tasks.routing.report import best_route, router_html
 from llmrelease.tasks.routing.step import RouterEvaluation
 
 __all__ = ["router_summary", "log_router", "route_descriptions", "traffic_sentence", "policy_sentence"]
@@ -61,6 +61,7 @@ def router_summary(result: RouterEvaluation, plans: dict[str, ReleasePlan]) -> d
             "cost_per_1k_requests": clean(curve.cost[0] * 1000),
             "pgr": clean(curve.pgr[0]),
         },
+        "best_route": best_route(ev),
         "policy": result.router.spec.policy.model_dump(mode="json"),
         "classifier": None
         if result.classifier is None

@@ -18,7 +18,7 @@ from llmrelease.tasks.reporting.release_html import _CSS, _e, _figure, _gates_se
 from llmrelease.tasks.routing.cascade import Curve
 from llmrelease.tasks.routing.evidence import Estimate, RouterEvidence
 
-__all__ = ["router_html", "HOW_TO_READ", "how_to_read"]
+__all__ = ["router_html", "HOW_TO_READ", "how_to_read", "best_route"]
 
 HOW_TO_READ = (
     "Each dot on the solid line is the router at one threshold: from the left (nothing escalated: "
@@ -76,10 +76,27 @@ def _summary(ev: RouterEvidence) -> str:
         parts.append(f"That recovers {pgr:.0%} of the gap between the routes.")
     else:
         parts.append(f"'{strong}' is not better than '{cheap}' on these items: there is no gap to recover.")
+    best = best_route(ev)
+    parts.append(
+        f"The best single route on these items is '{best}' "
+        f"({v(f'routes.{best}.quality'):.3f} at {v(f'routes.{best}.cost_per_1k_requests'):.4g} per 1,000 "
+        "requests)."
+    )
     rq = v("random.quality")
     if rq is not None:
         parts.append(f"A random router at the same cost would score {rq:.3f}.")
     return " ".join(parts)
+
+
+def best_route(ev: RouterEvidence) -> str:
+    """The route that scores higher alone; on a tie, the cheaper one."""
+    return min(
+        (ev.cheap, ev.strong),
+        key=lambda r: (
+            -(ev.value(f"routes.{r}.quality") or 0.0),
+            ev.value(f"routes.{r}.cost_per_1k_requests"),
+        ),
+    )
 
 
 def _table(ev: RouterEvidence) -> str:
