@@ -47,9 +47,17 @@ def model_name(app: str) -> str:
     return app
 
 
+_ROUTER_SUFFIX = ".router"
+
+
 def router_name(app: str) -> str:
     """The registered model (and lock) of ``app``'s routers, beside the app's own model."""
-    return f"{app}.router"
+    return f"{app}{_ROUTER_SUFFIX}"
+
+
+def app_of(registered_model: str) -> str:
+    """The app a registered model belongs to: itself, or the app of a router (``<app>.router``)."""
+    return registered_model.removesuffix(_ROUTER_SUFFIX)
 
 
 def experiment_name(app: str) -> str:

@@ -219,3 +219,42 @@ def test_a_project_in_a_subdirectory_matches_paths_relative_to_it(tmp_path: Path
     git(root, "init", "-q")
     assert gitrepo.subdir(root / "apps") == "apps" and gitrepo.subdir(root) == ""
     assert apps_touched(["apps/registry/faq-bot/prompt.yaml"], ["faq-bot"], subdir="apps") == ["faq-bot"]
+
+
+def test_a_router_champion_is_classified_by_its_own_gates(tmp_path: Path) -> None:
+    """The alias webhook fires for ``<app>.router`` too: a router its gates promoted is a rollout, one
+    that failed them and was moved by hand is a flagged override, and the app's gates.yaml decides
+    the router's manual_champion policy."""
+    from llmrelease.flows.on_alias import manual_champion_policy
+    from llmrelease.mlflow_registry import VersionInfo, router_name
+    from llmrelease.tasks.gates.decisions import GateReport, GateResult
+    from llmrelease.tasks.routing.promotion import RouterCandidate, record_verdict
+
+    registry = MlflowRegistry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()
+    )
+    client, name = registry.client, router_name("faq-bot")
+    client.create_registered_model(name, tags={TAG + "app": "faq-bot"})
+
+    def judged(verdict: str) -> str:
+        version = str(client.create_model_version(name, "s3://routers/r").version)
+        candidate = RouterCandidate(name, VersionInfo(version, {}), True, {}, None)
+        result = GateResult(name="g", metric="router.apgr", kind="absolute", value=0.7, threshold=">= 0.5",
+                            verdict=verdict, evidence="")  # fmt: skip
+        record_verdict(registry, candidate, GateReport([result]), run_id=f"run-{version}", threshold=-0.2,
+                       target_share=0.3)  # fmt: skip
+        return version
+
+    passed, failed = judged("pass"), judged("fail")
+    client.set_registered_model_alias(name, "champion", passed)
+    assert record_alias_change(registry, name, "champion", passed).kind == "rollout"
+    client.set_registered_model_alias(name, "champion", failed)
+    override = record_alias_change(registry, name, "champion", failed)
+    assert override.kind == "override" and "FAILED" in override.reason
+
+    project = tmp_path / "project"
+    (project / "registry" / "faq-bot").mkdir(parents=True)
+    (project / "registry" / "faq-bot" / "gates.yaml").write_text(
+        "version: g1\nmanual_champion: revert\ngates:\n  - {name: a, metric: e.s, min: 0.1}\n"
+    )
+    assert manual_champion_policy(project, name) == ("revert", None)

@@ -56,14 +56,16 @@ def on_alias_flow(
 
 
 def manual_champion_policy(project: Path, app: str) -> tuple[Policy, str | None]:
-    """The app's ``manual_champion`` from its gates.yaml in the worker's checkout. A missing or
+    """The app's ``manual_champion`` from its gates.yaml in the worker's checkout (a router's
+    registered model, ``<app>.router``, follows its app's). A missing or
     broken file must not stop the move from being recorded: it is flagged, and the note says why."""
     from llmrelease.errors import InputError
+    from llmrelease.mlflow_registry import app_of
     from llmrelease.project import GATES_FILE
     from llmrelease.specfile import load_spec
     from llmrelease.specs import GatePolicy
 
-    path = project / "registry" / app / GATES_FILE
+    path = project / "registry" / app_of(app) / GATES_FILE
     if not path.is_file():
         return "flag", f"no {path}: manual_champion taken as 'flag'"
     try:

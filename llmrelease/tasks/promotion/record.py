@@ -21,7 +21,7 @@ from llmrelease.tasks.evaluation.items import records_table, scores_to_json
 from llmrelease.tasks.evaluation.step import Evaluation
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.guard.step import guard_summary
-from llmrelease.tasks.promotion.candidate import Candidate
+from llmrelease.tasks.promotion.candidate import Candidate, VersionState
 from llmrelease.tasks.promotion.pages import write_version_page
 from llmrelease.tasks.reporting.release_html import ReleaseReportBuilder
 from llmrelease.tasks.shadow.replay import shadow_summary
@@ -241,8 +241,9 @@ def record_verdict(
         checkpoint("log.challenger_moved")
 
 
-def version_verdict(candidate: Candidate, report: GateReport) -> str:
-    """What the version's verdict tag says: a test engine's gates say nothing about the model."""
+def version_verdict(candidate: VersionState, report: GateReport) -> str:
+    """What the version's verdict tag says (a candidate's or a router's; the on-alias check reads
+    it): a test engine's gates say nothing about the model."""
     if candidate.test_engine:
         return TEST_ENGINE_VERDICT
     return {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}[report.decision]

@@ -22,6 +22,7 @@ from llmrelease.router_app import RouterApp
 from llmrelease.specs import content_hash
 from llmrelease.tasks.gates.decisions import GateReport
 from llmrelease.tasks.promotion.candidate import VersionState
+from llmrelease.tasks.promotion.record import version_verdict
 from llmrelease.tasks.promotion.transaction import recover
 
 __all__ = [
@@ -130,6 +131,8 @@ def record_verdict(
             TAG + "router.threshold": repr(float(threshold)),
             TAG + "router.target_share": repr(float(target_share)),
             TAG + "eval_run_id": run_id,
+            # the candidate's vocabulary: the on-alias check classifies a router champion by it
+            TAG + "verdict": version_verdict(candidate, report),
             TAG + "gates_passed": str(report.passed).lower(),
             TAG + "decision": report.decision,
             TAG + "evaluated_at": utc_now(),
