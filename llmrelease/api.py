@@ -113,7 +113,7 @@ def route(
     store_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``app``'s router (registry/<app>/router.yaml): both routes on every evalset item, the
-    cascade per item, the router numbers with bootstrap intervals, and the router's gates. Checks
+    policy per item, the router numbers with bootstrap intervals, and the router's gates. Checks
     every input first (InputError names file, line and field), then records a router run. Returns
     the decision (``pass``/``fail``/``inconclusive``), its exit code, the numbers and the run id."""
     from llmrelease.flows.route import route_flow

@@ -1,4 +1,4 @@
-"""The router flow: register the router, evaluate both routes, apply the cascade, judge its gates,
+"""The router flow: register the router, evaluate both routes, apply its policy, judge its gates,
 record it, and promote it only if every gate passed."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def route(
 @flow(name="route", validate_parameters=True)
 def route_flow(app: str, project_dir: str = ".", git_commit: str | None = None) -> dict[str, Any]:
     """Evaluate ``app``'s router (registry/<app>/router.yaml): both routes on every evalset item, the
-    cascade applied per item, APGR, CPT(50/80), the random router at equal cost and the best single
+    policy applied per item, APGR, CPT(50/80), the random router at equal cost and the best single
     route with bootstrap intervals, and the router's gates. Registers the router (``<app>.router``),
     records the run, and makes it the router champion only if every gate passed.
     The store comes from the environment (``MLFLOW_TRACKING_URI``), never from a parameter."""
