@@ -599,23 +599,21 @@ class MlflowRegistry:
     def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
         """A run's artifact file, downloaded under ``dest``; InfrastructureError (one line) when it is
         gone from the store."""
-        from mlflow.exceptions import MlflowException
-
-        try:
+        with self._reading_artifact(run_id, path):
             return Path(self.client.download_artifacts(run_id, path, str(dest)))
-        except (MlflowException, OSError) as exc:
-            uri = self.client.get_run(run_id).info.artifact_uri
-            raise InfrastructureError(
-                f"artifact '{path}' of run {run_id} cannot be read from {redact_uri(uri)} "
-                f"(deleted or unreachable): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            ) from exc
 
     def load_artifact_dict(self, run_id: str, path: str) -> dict[str, Any]:
         """A JSON artifact of a run; InfrastructureError (one line) when it is gone from the store."""
+        with self._reading_artifact(run_id, path):
+            return self._mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+
+    @contextlib.contextmanager
+    def _reading_artifact(self, run_id: str, path: str) -> Iterator[None]:
+        """A failed artifact read as one line naming the artifact, the run and the store (redacted)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self._mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+            yield
         except (MlflowException, OSError) as exc:
             uri = self.client.get_run(run_id).info.artifact_uri
             raise InfrastructureError(
