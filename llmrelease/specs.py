@@ -1013,6 +1013,8 @@ class RouteSpec(_Spec):
 class _RoutingPolicy(_Spec):
     """What every policy shares: how its threshold is set, and the calibration band."""
 
+    threshold: float | None = None
+    """Each policy bounds it: a log-probability for a cascade, a probability for a classifier."""
     target_strong_share: float | None = Field(default=None, gt=0, lt=1)
     """Share of requests to send to the strong route; the threshold is fitted to it on the quality
     evalset's items."""
@@ -1023,7 +1025,7 @@ class _RoutingPolicy(_Spec):
 
     @model_validator(mode="after")
     def _one_threshold(self) -> _RoutingPolicy:
-        if (getattr(self, "threshold", None) is None) == (self.target_strong_share is None):
+        if (self.threshold is None) == (self.target_strong_share is None):
             raise ValueError("give exactly one of 'threshold' or 'target_strong_share'")
         return self
 

@@ -172,10 +172,11 @@ def load(path: Path) -> RequestClassifier:
     """A classifier saved by :meth:`RequestClassifier.save`; refuses any type not in the list above."""
     import skops.io
 
-    untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in _TRUSTED]
+    found = skops.io.get_untrusted_types(file=path)
+    untrusted = [t for t in found if t not in _TRUSTED]
     if untrusted:
         raise ValueError(f"{path}: refusing to load types {untrusted} (not a router classifier)")
-    data = skops.io.load(path, trusted=[*skops.io.get_untrusted_types(file=path)])
+    data = skops.io.load(path, trusted=found)
     return RequestClassifier(
         data["pipeline"], data["algorithm"], int(data["trained_on"]), float(data["cheap_enough_share"])
     )

@@ -180,8 +180,8 @@ def _classifier_file(result: RouterEvaluation, tmp: Path) -> list[tuple[Path, st
     calibration loads back), as ``router/classifier.skops``."""
     if result.classifier is None:
         return []
-    path = result.classifier.save(tmp / CLASSIFIER_FILE.rsplit("/", 1)[1])
-    return [(path, CLASSIFIER_FILE.rsplit("/", 1)[0])]
+    folder, name = CLASSIFIER_FILE.rsplit("/", 1)
+    return [(result.classifier.save(tmp / name), folder)]
 
 
 def _note(result: RouterEvaluation) -> str:

@@ -126,10 +126,10 @@ def route_items(
     cheap: Evaluation,
     strong: Evaluation,
     clusters: dict[str, str] | None,
-    confidence: np.ndarray | None = None,
 ) -> RouteItems:
-    """Both routes on the quality evalset's items, aligned in the cheap route's row order.
-    ``confidence``: per item, when the policy's confidence is not the cheap answer's own."""
+    """Both routes on the quality evalset's items, aligned in the cheap route's row order. Under a
+    classifier policy the confidence is not the cheap answer's: it is left at 0 for :func:`_classify`
+    to fill with the out-of-fold predictions."""
     evalset, metric = router.quality_evalset, router.spec.quality
     cheap_q = _column(cheap, metric, router.cheap.name)
     ids = cheap_q.item_ids.ids
@@ -144,7 +144,9 @@ def route_items(
         strong_quality=strong_aligned(metric),
         cheap_cost=_column(cheap, f"{evalset}.cost", router.cheap.name).values,
         strong_cost=strong_aligned(f"{evalset}.cost"),
-        confidence=confidences(router, cheap, evalset).values if confidence is None else confidence,
+        confidence=np.zeros(len(ids))
+        if isinstance(router.spec.policy, ClassifierPolicy)
+        else confidences(router, cheap, evalset).values,
         clusters=None if clusters is None else np.array([clusters.get(i, "") for i in ids]),
     )
 
@@ -179,8 +181,7 @@ def _classify(
     policy = router.spec.policy
     assert isinstance(policy, ClassifierPolicy)
     evalset = router.quality_evalset
-    n = len(_column(cheap, router.spec.quality, router.cheap.name))
-    items = route_items(router, cheap, strong, clusters, confidence=np.zeros(n))
+    items = route_items(router, cheap, strong, clusters)
     texts = [requests[evalset][i] for i in items.ids]
     labels = cheap_enough(items.cheap_quality, items.strong_quality)
     try:

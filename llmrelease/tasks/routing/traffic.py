@@ -41,7 +41,11 @@ class TrafficRouting:
     cheap_cost_per_1k_requests: float | None
     """The cheap route alone on the same requests: known for a cascade (it answers every request
     first), None for a classifier (the cheap route never saw the requests sent to the strong one)."""
-    pays_both: bool = True
+
+    @property
+    def pays_both(self) -> bool:
+        """A cascade: the cheap route answered every request, the strong one paid on top."""
+        return self.cheap_cost_per_1k_requests is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what the command prints and router.json records."""
@@ -117,7 +121,6 @@ def route_traffic(
             calibration=calibrate(conf, threshold, target=target, band=policy.band),
             cost_per_1k_requests=total / n * 1000,
             cheap_cost_per_1k_requests=None,
-            pays_both=False,
         )
     cheap = answer(cheap_app, records)
     conf = np.asarray(item_columns(cheap, None)[policy.confidence], dtype=float)
